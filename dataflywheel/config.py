@@ -1,0 +1,91 @@
+"""Environment settings: where the database, object store, Ray and Prefect live.
+
+Runs in: anywhere. Read once per process through :func:`get_settings` (never at import
+time); every field can be set as an environment variable with the ``FLYWHEEL_`` prefix,
+e.g. ``FLYWHEEL_DATABASE_URL``, or in a ``.env`` file in the working directory.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the service's state lives. Run parameters belong in the run spec, not here."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(
+        default=Path(".flywheel"),
+        description="Directory for local state: the embedded Postgres cluster, the local "
+        "object store and logs.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy/libpq URL of the Postgres server, e.g. "
+        "postgresql+psycopg://user:pass@host:5432/flywheel. Unset: an embedded PostgreSQL "
+        "is started in <data_dir>/postgres.",
+    )
+    store_uri: str | None = Field(
+        default=None,
+        description="Object store root: a local directory path or s3://bucket/prefix. "
+        "Unset: <data_dir>/objects.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Custom S3 endpoint, e.g. http://localhost:9000 for MinIO."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region, e.g. us-east-1.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="S3 access key id (unset: boto3's default credential chain)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="S3 secret access key (unset: boto3's default chain)."
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Address of an existing Ray cluster (ray://host:10001 or host:6379). "
+        "Unset: a local Ray is started in-process.",
+    )
+    prefect_api_url: str | None = Field(
+        default=None,
+        description="Prefect API URL, e.g. http://127.0.0.1:4200/api. Unset: a local "
+        "Prefect server is started when a flow runs.",
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql", "postgres://")):
+            raise ValueError(
+                "FLYWHEEL_DATABASE_URL must be a PostgreSQL URL "
+                "(postgresql+psycopg://user:pass@host:5432/db); other databases are not supported"
+            )
+        return value
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.resolved_data_dir / "postgres"
+
+    @property
+    def resolved_store_uri(self) -> str:
+        if self.store_uri:
+            return self.store_uri
+        return str(self.resolved_data_dir / "objects")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,109 @@
+"""Shared fixtures: a real PostgreSQL for the whole session, a fresh migrated database per test.
+
+Runs in: the test process. With ``FLYWHEEL_TEST_DATABASE_URL`` set (an admin URL of any
+Postgres server) the tests use that server; otherwise an embedded PostgreSQL is started in a
+temporary directory and stopped at the end. Each test gets its own database cloned from a
+template that Alembic migrated once, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import Engine, make_url
+
+from dataflywheel.db import embedded, migrate
+from dataflywheel.db.session import make_engine
+
+TEMPLATE_DB = "flywheel_template"
+_counter = itertools.count()
+
+
+def _admin_url(url: str) -> str:
+    """libpq URL of the same server's ``postgres`` database."""
+    return (
+        make_url(url)
+        .set(drivername="postgresql", database="postgres")
+        .render_as_string(hide_password=False)
+    )
+
+
+def _with_database(url: str, name: str) -> str:
+    return (
+        make_url(url)
+        .set(drivername="postgresql+psycopg", database=name)
+        .render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLAlchemy URL of a real PostgreSQL server for this test session."""
+    configured = os.environ.get("FLYWHEEL_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    pgdata: Path = tmp_path_factory.mktemp("pg") / "postgres"
+    server = embedded.start(pgdata)
+    try:
+        yield server.url
+    finally:
+        embedded.stop(pgdata)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_url: str) -> str:
+    """A database migrated to head once; per-test databases are cloned from it."""
+    admin = _admin_url(pg_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    engine = make_engine(_with_database(pg_url, TEMPLATE_DB))
+    migrate.upgrade(engine)
+    engine.dispose()
+    return TEMPLATE_DB
+
+
+def new_database(pg_url: str, template: str | None) -> str:
+    """Create a uniquely named database (optionally from a template); return its URL."""
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    admin = _admin_url(pg_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        clause = f' TEMPLATE "{template}"' if template else ""
+        conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    return _with_database(pg_url, name)
+
+
+def drop_database(pg_url: str, url: str) -> None:
+    name = make_url(url).database
+    with psycopg.connect(_admin_url(pg_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_url: str, template_db: str) -> Iterator[str]:
+    """URL of a fresh database at the head revision, dropped after the test."""
+    url = new_database(pg_url, template_db)
+    yield url
+    drop_database(pg_url, url)
+
+
+@pytest.fixture
+def empty_db_url(pg_url: str) -> Iterator[str]:
+    """URL of a fresh, empty database (no schema), dropped after the test."""
+    url = new_database(pg_url, None)
+    yield url
+    drop_database(pg_url, url)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
