@@ -9,6 +9,7 @@ the next ``flywheel`` command, a Prefect task or a Ray worker on this machine re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -104,10 +105,9 @@ def _ensure_database(server: EmbeddedServer) -> None:
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
         ).fetchone()
         if not exists:
-            try:
+            # Another process may create it between our check and our create.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another process created it between our check and our create
 
 
 def running(pgdata: Path) -> EmbeddedServer | None:

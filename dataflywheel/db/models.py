@@ -322,7 +322,9 @@ class Evaluation(Base):
     checkpoint_id: Mapped[int] = mapped_column(sa.ForeignKey("checkpoints.id", ondelete="CASCADE"))
     round_id: Mapped[int | None] = mapped_column(sa.ForeignKey("rounds.id", ondelete="CASCADE"))
     eval_set: Mapped[str] = mapped_column(sa.Text)
-    dataset_id: Mapped[int | None] = mapped_column(sa.ForeignKey("datasets.id", ondelete="SET NULL"))
+    dataset_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("datasets.id", ondelete="SET NULL")
+    )
     metrics: Mapped[dict[str, Any]] = mapped_column(
         comment="e.g. accuracy, pass@k, accuracy per difficulty."
     )

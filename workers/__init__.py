@@ -1,0 +1,4 @@
+"""Ray actors and remote functions: the only code that holds a model or a GPU.
+
+Runs in: Ray worker processes, on the local Ray or on a cluster (``FLYWHEEL_RAY_ADDRESS``).
+"""
