@@ -11,7 +11,9 @@ import psutil
 import pytest
 
 
-def flywheel(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
+def flywheel(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dataflywheel.cli", *args],
         env=env,
