@@ -15,6 +15,7 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dataflywheel import __version__
@@ -56,7 +57,7 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except _expected_errors() as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
@@ -251,8 +252,12 @@ def doctor() -> None:
         table.add_column(column, overflow="fold")
     colour = {"ok": "green", "warn": "yellow", "fail": "bold red"}
     for check in checks:
+        # Details hold user text such as "pip install -e '.[cpu]'": never parse it as markup.
         table.add_row(
-            check.name, f"[{colour[check.status]}]{check.status}[/]", check.detail, check.fix
+            escape(check.name),
+            f"[{colour[check.status]}]{check.status}[/]",
+            escape(check.detail),
+            escape(check.fix),
         )
     out.print(table)
     failed = [c.name for c in checks if c.status == "fail"]

