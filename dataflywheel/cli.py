@@ -1,13 +1,16 @@
-"""The ``flywheel`` command: database, object store and environment checks.
+"""The ``flywheel`` command: runs, reports, database, object store and environment checks.
 
-Runs in: the user's shell (the CLI process). Every command resolves its settings from the
-environment (``FLYWHEEL_*``), turns our own error types into one readable message with a
-non-zero exit status, and never prints a stack trace for a configuration mistake.
+Runs in: the user's shell (the CLI process). ``run`` and ``resume`` import ``flows`` inside
+the command: the CLI is the one edge where the core hands over to the orchestration layer.
+Every command resolves its settings from the environment (``FLYWHEEL_*``), turns our own
+error types into one readable message with a non-zero exit status, and never prints a stack
+trace for a configuration mistake.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +32,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Schema migrations and the embedded PostgreSQL.", no_args_is_help=True)
 store_app = typer.Typer(help="The content-addressed object store.", no_args_is_help=True)
+server_app = typer.Typer(help="A local Prefect server (Postgres-backed).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(store_app, name="store")
+app.add_typer(server_app, name="server")
 
 out = Console()
 err = Console(stderr=True)
@@ -44,9 +49,19 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     from dataflywheel.db.embedded import EmbeddedPostgresError
     from dataflywheel.db.session import DatabaseUnavailable
+    from dataflywheel.prefect_server import PrefectServerError
+    from dataflywheel.spec import SpecError
     from dataflywheel.store import StoreError
 
-    return (DatabaseUnavailable, EmbeddedPostgresError, StoreError, ValidationError)
+    return (
+        DatabaseUnavailable,
+        EmbeddedPostgresError,
+        StoreError,
+        ValidationError,
+        SpecError,
+        PrefectServerError,
+        LookupError,
+    )
 
 
 def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -236,6 +251,140 @@ def store_ls(
         print(f"{info.size:>12}  {info.key}")
         count += 1
     err.print(f"{count} object(s) in {store.uri}")
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def _ready_database(settings: Settings) -> None:
+    """Connect, and bring an embedded database to the newest schema (an external one must be
+    migrated on purpose: `flywheel db upgrade`)."""
+    from dataflywheel.db import migrate
+    from dataflywheel.db.session import DatabaseUnavailable, engine_from_settings
+
+    engine = engine_from_settings(settings)
+    try:
+        current, head = migrate.current(engine), migrate.head()
+        if current == head:
+            return
+        if settings.database_url:
+            raise DatabaseUnavailable(
+                f"the database at FLYWHEEL_DATABASE_URL is at revision {current or 'base'}, "
+                f"the code needs {head}: run `flywheel db upgrade`"
+            )
+        migrate.upgrade(engine)
+        err.print(f"embedded database migrated to {head}")
+    finally:
+        engine.dispose()
+
+
+def _prepare_flow_environment(settings: Settings) -> None:
+    """Make the flow, its tasks and its Ray workers see the same absolute settings."""
+    from dataflywheel.prefect_server import ensure_api
+
+    os.environ["FLYWHEEL_DATA_DIR"] = str(settings.resolved_data_dir)
+    os.environ["PREFECT_API_URL"] = ensure_api(settings)
+
+
+@app.command()
+@friendly_errors
+def run(
+    spec_path: Annotated[Path, typer.Argument(help="The run spec (YAML or JSON).")],
+) -> None:
+    """Run every round of SPEC_PATH and print the run id."""
+    from dataflywheel.spec import load_spec
+
+    spec = load_spec(spec_path)  # refused before anything runs when it is invalid
+    settings = _settings()
+    _ready_database(settings)
+    _prepare_flow_environment(settings)
+    from flows.flywheel_run import flywheel_run
+
+    run_id = flywheel_run(spec)
+    _print_summary(run_id)
+    print(run_id)
+
+
+@app.command()
+@friendly_errors
+def resume(run_id: Annotated[int, typer.Argument(help="The run to continue.")]) -> None:
+    """Continue a run that stopped: finished work is kept, the rest is done."""
+    from dataflywheel.db import queries
+    from dataflywheel.db.session import engine_from_settings, session_scope
+    from dataflywheel.spec import RunSpec
+
+    settings = _settings()
+    _ready_database(settings)
+    engine = engine_from_settings(settings)
+    with session_scope(engine) as session:
+        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+    engine.dispose()
+    _prepare_flow_environment(settings)
+    from flows.flywheel_run import flywheel_run
+
+    flywheel_run(spec, run_id=run_id)
+    _print_summary(run_id)
+    print(run_id)
+
+
+def _print_summary(run_id: int) -> None:
+    from dataflywheel.db.session import engine_from_settings, session_scope
+    from dataflywheel.reporting import render_table, run_report
+
+    engine = engine_from_settings(_settings())
+    with session_scope(engine) as session:
+        err.print(render_table(run_report(session, run_id)))
+    engine.dispose()
+
+
+# --- reports ------------------------------------------------------------------------------
+# cli_report never imports cli (no cycle under `python -m dataflywheel.cli`), so the error
+# wrapper is applied here, where the commands are registered.
+from dataflywheel import cli_report  # noqa: E402
+
+app.command("runs")(friendly_errors(cli_report.runs))
+app.command("report")(friendly_errors(cli_report.report))
+app.command("lineage")(friendly_errors(cli_report.lineage))
+
+
+# --- local Prefect server -----------------------------------------------------------------
+
+
+@server_app.command("start")
+@friendly_errors
+def server_start() -> None:
+    """Start a local Prefect server (UI included) on our PostgreSQL; reuse a running one."""
+    from dataflywheel.prefect_server import start
+
+    settings = _settings()
+    _ready_database(settings)
+    info = start(settings)
+    out.print(
+        f"Prefect server (pid {info.pid}): UI http://127.0.0.1:{info.port}  API {info.api_url}"
+    )
+    out.print(f"export PREFECT_API_URL={info.api_url}")
+
+
+@server_app.command("stop")
+@friendly_errors
+def server_stop() -> None:
+    """Stop the local Prefect server a previous command started."""
+    from dataflywheel.prefect_server import stop
+
+    out.print("stopped" if stop(_settings()) else "no local Prefect server was running")
+
+
+@server_app.command("status")
+@friendly_errors
+def server_status() -> None:
+    """Say whether the local Prefect server is running."""
+    from dataflywheel.prefect_server import running
+
+    info = running(_settings())
+    if info is None:
+        out.print("no local Prefect server is running")
+        raise typer.Exit(3)
+    out.print(f"running (pid {info.pid}) at {info.api_url}")
 
 
 # --- doctor -------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ RUN_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
 ROUND_STATUSES = ("pending", "running", "succeeded", "failed")
 CHECKPOINT_STATUSES = ("base", "candidate", "promoted", "rejected")
 DATASET_KINDS = ("sft", "preference", "eval")
-SAMPLE_PURPOSES = ("train", "eval")
+SAMPLE_PURPOSES = ("train", "eval", "baseline")
 SCORE_STATUSES = ("scored", "unscorable")
 SHARD_STATUSES = ("pending", "running", "done", "failed")
 
@@ -270,7 +270,10 @@ class Sample(Base):
         comment="The checkpoint that generated this sample.",
     )
     purpose: Mapped[str] = mapped_column(
-        sa.Text, server_default="train", comment="train: for selection; eval: for evaluation"
+        sa.Text,
+        server_default="train",
+        comment="train: for selection; eval: evaluates the round's candidate; baseline: "
+        "evaluates the run's base model",
     )
     sample_index: Mapped[int] = mapped_column(sa.Integer)
     seed: Mapped[int] = mapped_column(sa.BigInteger)

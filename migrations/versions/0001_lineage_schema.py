@@ -391,7 +391,7 @@ def upgrade() -> None:
             sa.Text(),
             server_default="train",
             nullable=False,
-            comment="train: for selection; eval: for evaluation",
+            comment="train: for selection; eval: evaluates the round's candidate; baseline: evaluates the run's base model",
         ),
         sa.Column("sample_index", sa.Integer(), nullable=False),
         sa.Column("seed", sa.BigInteger(), nullable=False),
@@ -411,7 +411,7 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
-        sa.CheckConstraint("purpose IN ('train', 'eval')", name=op.f("ck_samples_purpose")),
+        sa.CheckConstraint("purpose IN ('train', 'eval', 'baseline')", name=op.f("ck_samples_purpose")),
         sa.ForeignKeyConstraint(
             ["checkpoint_id"],
             ["checkpoints.id"],

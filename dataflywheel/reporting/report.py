@@ -1,0 +1,419 @@
+"""A run's per-round numbers, read from the system of record.
+
+Runs in: anywhere with a database session (the CLI, API handlers, notebooks). The query
+functions take the caller's ``Session``, only read, and never commit. One query per table
+for the whole run (grouped by round in SQL), so the cost does not grow with round count times
+round trips.
+
+Definitions (what each number means):
+
+* ``prompts`` / ``samples``: distinct prompts and rows of the round's ``purpose='train'``
+  samples (the ones generated for selection; eval samples are not counted).
+* verifier ``pass_rate``: passed / (passed + failed) over those train samples, per verifier
+  name and version. Unscorable verdicts are excluded from the rate and counted apart.
+* ``kept``: the summed ``row_count`` of the round's sft/preference datasets; ``seen`` the summed
+  ``stats.seen``; ``yield`` the dataset's own ``stats.yield`` when the round has one dataset,
+  else kept / seen.
+* ``training.rows``: rows of every dataset the round's checkpoint trained on (replayed and
+  labelled data included), from ``checkpoint_datasets``.
+* ``eval``: the evaluation of the round's checkpoint whose ``primary_metric`` is the run's
+  primary metric (``spec.evaluation.primary``; lowest id wins on ties); ``delta`` is its value
+  minus the parent checkpoint's value on the same eval set and metric (the model training
+  started from: the incumbent the promotion gate compared against). ``baseline`` is the same
+  for the run's base checkpoint (``round_id`` NULL), without a delta.
+* ``promoted``: the round checkpoint's status as a bool (null while a candidate or absent);
+  ``promotion`` the gate's decision from ``manifest.promotion.decision`` (``skipped`` when
+  nothing was kept to train on), else derived from the status.
+
+The JSON form and its schema are in :mod:`dataflywheel.reporting.document`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from dataflywheel.db.models import (
+    Checkpoint,
+    CheckpointDataset,
+    Dataset,
+    Evaluation,
+    Round,
+    Run,
+    Sample,
+    Score,
+)
+
+STAGES = ("generate", "verify", "select", "train", "evaluate", "promote")
+TRAINING_KINDS = ("sft", "preference")
+
+
+class RunNotFound(LookupError):
+    """The run asked about does not exist."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierStats:
+    """One verifier's verdicts on a round's train samples."""
+
+    name: str
+    version: str
+    passed: int
+    failed: int
+    unscorable: int
+
+    @property
+    def pass_rate(self) -> float | None:
+        scored = self.passed + self.failed
+        return self.passed / scored if scored else None
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSummary:
+    """A checkpoint's evaluation on one eval set; ``delta`` is against its parent's."""
+
+    evaluation_id: int
+    checkpoint_id: int
+    eval_set: str
+    metric: str
+    primary: float
+    delta: float | None
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSummary:
+    id: int
+    name: str
+    kind: str
+    rows: int
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSummary:
+    """The checkpoint a round trained, what it trained on and how training went."""
+
+    checkpoint_id: int
+    parent_id: int | None
+    status: str
+    final_loss: float | None
+    steps: int | None
+    seconds: float | None
+    rows: int
+    dataset_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundReport:
+    index: int
+    warmup: bool
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    stage_seconds: dict[str, float]
+    curriculum: dict[str, Any] | None
+    prompts: int
+    samples: int
+    verifiers: tuple[VerifierStats, ...]
+    datasets: tuple[DatasetSummary, ...]
+    training: TrainingSummary | None
+    eval: EvalSummary | None
+    other_evals: tuple[EvalSummary, ...] = ()
+    gate: dict[str, Any] | None = None
+
+    @property
+    def kept(self) -> int:
+        return sum(d.rows for d in self.datasets)
+
+    @property
+    def seen(self) -> int | None:
+        seen = [d.stats["seen"] for d in self.datasets if _is_number(d.stats.get("seen"))]
+        return int(sum(seen)) if seen else None
+
+    @property
+    def yield_(self) -> float | None:
+        if len(self.datasets) == 1 and _is_number(self.datasets[0].stats.get("yield")):
+            return float(self.datasets[0].stats["yield"])
+        seen = self.seen
+        return self.kept / seen if seen else None
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of the round; the stage durations' sum while it has no finish time."""
+        if self.started_at is not None and self.finished_at is not None:
+            return (self.finished_at - self.started_at).total_seconds()
+        return sum(self.stage_seconds.values()) if self.stage_seconds else None
+
+    @property
+    def promoted(self) -> bool | None:
+        if self.training is None or self.training.status not in ("promoted", "rejected"):
+            return None
+        return self.training.status == "promoted"
+
+    @property
+    def promotion(self) -> str | None:
+        """The gate's decision: ``promoted``, ``rejected`` or ``skipped`` (nothing trained)."""
+        if self.gate and isinstance(self.gate.get("decision"), str):
+            return str(self.gate["decision"])
+        return None if self.promoted is None else "promoted" if self.promoted else "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    id: int
+    name: str
+    status: str
+    primary_metric: str
+    rounds_planned: int | None
+    warmup: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    baseline: EvalSummary | None
+    rounds: tuple[RoundReport, ...] = field(default_factory=tuple)
+
+    def summary(self) -> dict[str, Any]:
+        evaluated = [r for r in self.rounds if r.eval is not None]
+        best = max(evaluated, key=lambda r: r.eval.primary) if evaluated else None  # type: ignore[union-attr]
+        promoted = [r for r in self.rounds if r.promoted and r.eval is not None]
+        current = promoted[-1] if promoted else None
+        current_value = current.eval.primary if current and current.eval else None
+        gain = (
+            current_value - self.baseline.primary
+            if current_value is not None and self.baseline is not None
+            else None
+        )
+        return {
+            "best_round": best.index if best else None,
+            "best_primary": best.eval.primary if best and best.eval else None,
+            "promoted_checkpoint_id": current.training.checkpoint_id
+            if current and current.training
+            else None,
+            "promoted_primary": current_value,
+            "gain_over_baseline": gain,
+        }
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def run_report(session: Session, run_id: int) -> RunReport:
+    """Everything the report shows about ``run_id``; raises :class:`RunNotFound`."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise RunNotFound(f"run {run_id} does not exist; `flywheel runs` lists the runs")
+    spec = run.spec or {}
+    primary_metric = str((spec.get("evaluation") or {}).get("primary") or "accuracy")
+    has_warmup = spec.get("warmup") is not None
+    rounds = list(
+        session.scalars(sa.select(Round).where(Round.run_id == run_id).order_by(Round.index))
+    )
+    round_ids = [r.id for r in rounds]
+
+    generated = _generation_counts(session, round_ids)
+    verdicts = _verifier_stats(session, round_ids)
+    datasets = _round_datasets(session, run_id)
+    checkpoints = list(session.scalars(sa.select(Checkpoint).where(Checkpoint.run_id == run_id)))
+    trained_on = _trained_on(session, [c.id for c in checkpoints])
+    by_checkpoint = _evaluations(
+        session, {c.id for c in checkpoints} | {c.parent_id for c in checkpoints if c.parent_id}
+    )
+    parents = {c.id: c.parent_id for c in checkpoints}
+
+    def evals_of(checkpoint_id: int) -> tuple[EvalSummary | None, tuple[EvalSummary, ...]]:
+        own = by_checkpoint.get(checkpoint_id, [])
+        ordered = sorted(own, key=lambda e: (e.primary_metric != primary_metric, e.id))
+        summaries = [
+            _eval_summary(e, by_checkpoint.get(parents.get(e.checkpoint_id) or -1, []))
+            for e in ordered
+        ]
+        return (summaries[0] if summaries else None), tuple(summaries[1:])
+
+    base = next((c for c in checkpoints if c.round_id is None), None)
+    baseline = None
+    if base is not None:
+        first, _ = evals_of(base.id)
+        # The baseline is the base model as measured, not a change: it has no delta.
+        baseline = _replace_delta(first, None) if first else None
+
+    ckpt_of_round = {c.round_id: c for c in checkpoints if c.round_id is not None}
+    reports = []
+    for rnd in rounds:
+        manifest = rnd.manifest or {}
+        ckpt = ckpt_of_round.get(rnd.id)
+        main_eval, other_evals = evals_of(ckpt.id) if ckpt else (None, ())
+        prompts, samples = generated.get(rnd.id, (0, 0))
+        reports.append(
+            RoundReport(
+                index=rnd.index,
+                warmup=has_warmup and rnd.index == 0,
+                status=rnd.status,
+                started_at=rnd.started_at,
+                finished_at=rnd.finished_at,
+                stage_seconds=_stage_seconds(manifest.get("stage_seconds")),
+                curriculum=manifest.get("curriculum")
+                if isinstance(manifest.get("curriculum"), dict)
+                else None,
+                prompts=prompts,
+                samples=samples,
+                verifiers=tuple(verdicts.get(rnd.id, ())),
+                datasets=tuple(datasets.get(rnd.id, ())),
+                training=_training(ckpt, trained_on.get(ckpt.id, [])) if ckpt else None,
+                eval=main_eval,
+                other_evals=other_evals,
+                gate=manifest.get("promotion")
+                if isinstance(manifest.get("promotion"), dict)
+                else None,
+            )
+        )
+    rounds_planned = spec.get("rounds")
+    return RunReport(
+        id=run.id,
+        name=run.name,
+        status=run.status,
+        primary_metric=primary_metric,
+        rounds_planned=rounds_planned if isinstance(rounds_planned, int) else None,
+        warmup=has_warmup,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        baseline=baseline,
+        rounds=tuple(reports),
+    )
+
+
+def _generation_counts(session: Session, round_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """round id -> (distinct prompts, samples) over train samples."""
+    stmt = (
+        sa.select(Sample.round_id, sa.func.count(sa.distinct(Sample.prompt_id)), sa.func.count())
+        .where(Sample.round_id.in_(round_ids), Sample.purpose == "train")
+        .group_by(Sample.round_id)
+    )
+    return {rid: (int(p), int(n)) for rid, p, n in session.execute(stmt)}
+
+
+def _verifier_stats(session: Session, round_ids: list[int]) -> dict[int, list[VerifierStats]]:
+    passed = sa.func.count().filter(Score.passed.is_(True))
+    failed = sa.func.count().filter(Score.passed.is_(False))
+    unscorable = sa.func.count().filter(Score.status == "unscorable")
+    stmt = (
+        sa.select(
+            Sample.round_id, Score.verifier, Score.verifier_version, passed, failed, unscorable
+        )
+        .join(Sample, Sample.id == Score.sample_id)
+        .where(Sample.round_id.in_(round_ids), Sample.purpose == "train")
+        .group_by(Sample.round_id, Score.verifier, Score.verifier_version)
+        .order_by(Sample.round_id, Score.verifier, Score.verifier_version)
+    )
+    found: dict[int, list[VerifierStats]] = defaultdict(list)
+    for rid, name, version, n_pass, n_fail, n_unscorable in session.execute(stmt):
+        found[rid].append(VerifierStats(name, version, int(n_pass), int(n_fail), int(n_unscorable)))
+    return found
+
+
+def _round_datasets(session: Session, run_id: int) -> dict[int, list[DatasetSummary]]:
+    stmt = (
+        sa.select(Dataset)
+        .where(
+            Dataset.run_id == run_id,
+            Dataset.round_id.is_not(None),
+            Dataset.kind.in_(TRAINING_KINDS),
+        )
+        .order_by(Dataset.id)
+    )
+    found: dict[int, list[DatasetSummary]] = defaultdict(list)
+    for d in session.scalars(stmt):
+        assert d.round_id is not None
+        found[d.round_id].append(DatasetSummary(d.id, d.name, d.kind, d.row_count, d.stats or {}))
+    return found
+
+
+def _trained_on(session: Session, checkpoint_ids: list[int]) -> dict[int, list[tuple[int, int]]]:
+    """checkpoint id -> [(dataset id, row count)] of everything it trained on."""
+    stmt = (
+        sa.select(CheckpointDataset.checkpoint_id, Dataset.id, Dataset.row_count)
+        .join(Dataset, Dataset.id == CheckpointDataset.dataset_id)
+        .where(CheckpointDataset.checkpoint_id.in_(checkpoint_ids))
+        .order_by(CheckpointDataset.checkpoint_id, Dataset.id)
+    )
+    found: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for ckpt_id, dataset_id, rows in session.execute(stmt):
+        found[ckpt_id].append((dataset_id, rows))
+    return found
+
+
+def _evaluations(session: Session, checkpoint_ids: set[int]) -> dict[int, list[Evaluation]]:
+    stmt = (
+        sa.select(Evaluation)
+        .where(Evaluation.checkpoint_id.in_(checkpoint_ids))
+        .order_by(Evaluation.id)
+    )
+    found: dict[int, list[Evaluation]] = defaultdict(list)
+    for e in session.scalars(stmt):
+        found[e.checkpoint_id].append(e)
+    return found
+
+
+def _eval_summary(e: Evaluation, parent_evals: list[Evaluation]) -> EvalSummary:
+    parent = next(
+        (
+            p
+            for p in parent_evals
+            if p.eval_set == e.eval_set and p.primary_metric == e.primary_metric
+        ),
+        None,
+    )
+    return EvalSummary(
+        evaluation_id=e.id,
+        checkpoint_id=e.checkpoint_id,
+        eval_set=e.eval_set,
+        metric=e.primary_metric,
+        primary=e.primary_value,
+        delta=e.primary_value - parent.primary_value if parent is not None else None,
+        metrics=dict(e.metrics or {}),
+    )
+
+
+def _replace_delta(e: EvalSummary, delta: float | None) -> EvalSummary:
+    return EvalSummary(
+        e.evaluation_id, e.checkpoint_id, e.eval_set, e.metric, e.primary, delta, e.metrics
+    )
+
+
+def _training(ckpt: Checkpoint, trained_on: list[tuple[int, int]]) -> TrainingSummary:
+    metrics = ckpt.training_metrics or {}
+    loss, steps, seconds = (metrics.get(k) for k in ("final_loss", "steps", "seconds"))
+    return TrainingSummary(
+        checkpoint_id=ckpt.id,
+        parent_id=ckpt.parent_id,
+        status=ckpt.status,
+        final_loss=float(loss) if _is_number(loss) else None,
+        steps=int(steps) if _is_number(steps) else None,
+        seconds=float(seconds) if _is_number(seconds) else None,
+        rows=sum(rows for _, rows in trained_on),
+        dataset_ids=tuple(dataset_id for dataset_id, _ in trained_on),
+    )
+
+
+def _stage_seconds(raw: object) -> dict[str, float]:
+    """The manifest's stage durations in pipeline order (unknown stages after, by name)."""
+    if not isinstance(raw, dict):
+        return {}
+    known = {k: float(v) for k, v in raw.items() if _is_number(v)}
+    order = [s for s in STAGES if s in known] + sorted(k for k in known if k not in STAGES)
+    return {k: known[k] for k in order}
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float: a NaN loss (training logged no step) is no number to show."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,205 @@
+"""What a round works on, decided from the spec alone: prompts, seeds, sampling, training.
+
+Runs in: anywhere (pure). Every choice here is a deterministic function of the run spec and
+the round index (plus the curriculum band the previous round earned), so a resumed or
+replayed round recomputes exactly the same prompts, seeds and configurations. Seeds are keyed
+by prompt *content hash*, never by database id, so a replay into another database reproduces
+every sample seed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from dataflywheel.generation import GenerationRequest, SamplingConfig
+from dataflywheel.prompts import Prompt, arithmetic
+from dataflywheel.prompts.jsonl import load_jsonl
+from dataflywheel.spec import BuiltinPromptsSpec, JsonlPromptsSpec, RunSpec, derive_seed
+from dataflywheel.training import TrainConfig
+
+Band = tuple[int, int]
+
+WARMUP_INDEX = 0
+"""Round index of the labelled warm-up (self-improvement rounds are 1..N)."""
+
+
+@dataclass(frozen=True)
+class PromptRef:
+    """A prompt as the flow sees it after insertion: its row id and its content."""
+
+    id: int
+    prompt: Prompt
+
+
+def first_round(spec: RunSpec) -> int:
+    return WARMUP_INDEX if spec.warmup is not None else 1
+
+
+def round_indices(spec: RunSpec) -> list[int]:
+    """All round indices of a run, warm-up first."""
+    return list(range(first_round(spec), spec.rounds + 1))
+
+
+def initial_band(spec: RunSpec) -> Band:
+    source = spec.prompts
+    low = source.min_difficulty if source.min_difficulty is not None else 0
+    high = source.max_difficulty if source.max_difficulty is not None else low
+    return (low, high)
+
+
+def next_band(spec: RunSpec, band: Band, primary_value: float | None) -> Band:
+    """The band the next round samples from (curriculum hook; unchanged without one)."""
+    if spec.curriculum is None or primary_value is None:
+        return band
+    return spec.curriculum.next_band(band, primary_value)
+
+
+def _jsonl_rows(source: JsonlPromptsSpec | str, split: str) -> list[Prompt]:
+    path = source.path if isinstance(source, JsonlPromptsSpec) else source
+    prompt_set = source.prompt_set if isinstance(source, JsonlPromptsSpec) else None
+    rows = load_jsonl(Path(path), prompt_set=prompt_set, split=split)
+    return sorted(rows, key=lambda p: p.content_hash)
+
+
+def _in_band(prompts: list[Prompt], low: int | None, high: int | None) -> list[Prompt]:
+    return [
+        p
+        for p in prompts
+        if (low is None or (p.difficulty or 0) >= low)
+        and (high is None or (p.difficulty or 0) <= high)
+    ]
+
+
+def _draw(prompts: list[Prompt], n: int | None, seed: int) -> list[Prompt]:
+    if n is None or n >= len(prompts):
+        return prompts
+    return random.Random(seed).sample(prompts, n)
+
+
+def train_prompts(spec: RunSpec, round_index: int, band: Band) -> list[Prompt]:
+    """The round's training prompts: fresh problems drawn from the band with a round seed."""
+    seed = derive_seed(spec.seed, "prompts", round_index)
+    source = spec.prompts
+    if isinstance(source, BuiltinPromptsSpec):
+        return arithmetic.generate(
+            source.family,
+            split="train",
+            n=source.num_prompts,
+            seed=seed,
+            min_difficulty=band[0],
+            max_difficulty=band[1],
+            reversed_digits=source.reversed_digits,
+        )
+    rows = _in_band(_jsonl_rows(source, source.split), band[0], band[1])
+    return _draw(rows, source.num_prompts, seed)
+
+
+def warmup_prompts(spec: RunSpec) -> list[Prompt]:
+    """Labelled prompts of the warm-up stage (their references become the targets)."""
+    warmup = spec.warmup
+    assert warmup is not None
+    low = warmup.min_difficulty if warmup.min_difficulty is not None else initial_band(spec)[0]
+    high = warmup.max_difficulty if warmup.max_difficulty is not None else initial_band(spec)[1]
+    seed = derive_seed(spec.seed, "warmup-prompts")
+    source = spec.prompts
+    if isinstance(source, BuiltinPromptsSpec):
+        return arithmetic.generate(
+            source.family,
+            split="train",
+            n=warmup.num_prompts,
+            seed=seed,
+            min_difficulty=low,
+            max_difficulty=high,
+            reversed_digits=source.reversed_digits,
+        )
+    rows = _in_band(_jsonl_rows(source, source.split), low, high)
+    return _draw(rows, warmup.num_prompts, seed)
+
+
+def eval_prompts(spec: RunSpec) -> list[Prompt]:
+    """The held-out set, fixed for the whole run so rounds are comparable."""
+    evaluation, source = spec.evaluation, spec.prompts
+    low = evaluation.min_difficulty
+    high = evaluation.max_difficulty
+    seed = derive_seed(spec.seed, "eval-prompts")
+    if evaluation.path is not None:
+        rows = _in_band(_jsonl_rows(evaluation.path, evaluation.split), low, high)
+        return _draw(rows, evaluation.num_prompts, seed)
+    if isinstance(source, BuiltinPromptsSpec):
+        band = initial_band(spec)
+        return arithmetic.generate(
+            source.family,
+            split="eval",
+            n=evaluation.num_prompts or 200,
+            seed=seed,
+            min_difficulty=low if low is not None else band[0],
+            max_difficulty=high if high is not None else band[1],
+            reversed_digits=source.reversed_digits,
+        )
+    rows = _in_band(_jsonl_rows(source, evaluation.split), low, high)
+    return _draw(rows, evaluation.num_prompts, seed)
+
+
+def sampling(spec: RunSpec, purpose: str) -> SamplingConfig:
+    gen = spec.generation
+    if purpose == "train":
+        temperature, n = gen.temperature, gen.samples_per_prompt
+    else:
+        ev = spec.evaluation
+        temperature = ev.temperature if ev.temperature is not None else gen.temperature
+        n = spec.eval_samples_per_prompt
+    del n  # the number of samples is expressed by the requests, not the sampling config
+    return SamplingConfig(
+        temperature=temperature, top_p=gen.top_p, max_tokens=gen.max_tokens, dtype=gen.dtype
+    )
+
+
+def samples_per_prompt(spec: RunSpec, purpose: str) -> int:
+    return (
+        spec.generation.samples_per_prompt if purpose == "train" else spec.eval_samples_per_prompt
+    )
+
+
+def requests(
+    spec: RunSpec, round_index: int, purpose: str, prompts: list[PromptRef]
+) -> list[GenerationRequest]:
+    """One request per (prompt, sample index), each with its own derived seed."""
+    n = samples_per_prompt(spec, purpose)
+    out = []
+    for ref in prompts:
+        for index in range(n):
+            seed = derive_seed(
+                spec.seed, "sample", round_index, purpose, ref.prompt.content_hash, index
+            )
+            out.append(
+                GenerationRequest(
+                    prompt_id=ref.id, sample_index=index, seed=seed, prompt=ref.prompt.text
+                )
+            )
+    return out
+
+
+def train_config(spec: RunSpec, round_index: int) -> TrainConfig:
+    """The trainer's configuration for a round (the warm-up overrides steps and rate)."""
+    t = spec.training
+    lora = t.lora
+    warmup = spec.warmup if round_index == WARMUP_INDEX else None
+    return TrainConfig(
+        method="sft" if warmup else t.method,
+        mode="full" if warmup and t.mode == "full" else t.mode,
+        lora_r=lora.r if lora else 16,
+        lora_alpha=lora.alpha if lora else 32.0,
+        lora_dropout=lora.dropout if lora else 0.05,
+        lora_target_modules=tuple(lora.target_modules)
+        if lora
+        else ("q_proj", "k_proj", "v_proj", "o_proj"),
+        learning_rate=(warmup.learning_rate or t.learning_rate) if warmup else t.learning_rate,
+        epochs=None if warmup else t.epochs,
+        max_steps=warmup.max_steps if warmup else t.max_steps,
+        batch_size=t.batch_size,
+        beta=t.beta if t.beta is not None else 0.1,
+        seed=derive_seed(spec.seed, "train", round_index),
+        dtype="float32",
+    )

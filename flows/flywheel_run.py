@@ -1,0 +1,33 @@
+"""The ``flywheel_run`` flow: register a run, prepare its base model, run its rounds.
+
+Runs in: the flow process. The spec is the flow's typed parameter, so the Prefect UI renders
+a form for it. Passing ``run_id`` resumes an existing run: finished rounds are skipped (every
+task is idempotent), unfinished ones continue where their ledger says.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from dataflywheel.spec import RunSpec
+from flows.flywheel_round import flywheel_round
+from tasks.rounds import round_finished
+from tasks.runs import finish_run, prepare_base_model, register_run
+
+
+@flow(name="flywheel_run", flow_run_name="{spec.name}")
+def flywheel_run(spec: RunSpec, run_id: int | None = None) -> int:
+    """Run every round of ``spec``; returns the run id."""
+    from dataflywheel.rounds.plan import round_indices
+
+    run_id = run_id if run_id is not None else register_run(spec)
+    try:
+        prepare_base_model(run_id)
+        for position, index in enumerate(round_indices(spec)):
+            if not round_finished(run_id, index):
+                flywheel_round(run_id, index, evaluate_base=position == 0)
+    except BaseException as exc:
+        finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finish_run(run_id, "succeeded")
+    return run_id

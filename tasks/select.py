@@ -1,0 +1,172 @@
+"""Selection stage: turn scored samples (or labelled prompts) into the round's dataset file.
+
+Runs in: Prefect task (flow process). The recipe (``dataflywheel.recipes``) is pure; this task
+reads candidates from the database, writes the dataset as canonical JSONL into the object
+store (content-addressed, so a rerun writes the same key) and records the dataset with one
+member row per line. The warm-up round's dataset is the labelled prompts' references.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+from prefect import task
+
+from dataflywheel import recipes
+from dataflywheel.db import queries
+from dataflywheel.db.models import Dataset, Sample, Score
+from dataflywheel.db.models import Prompt as PromptModel
+from dataflywheel.rounds import plan
+from dataflywheel.spec import RunSpec, derive_seed
+from dataflywheel.verifiers import Score as VerifierScore
+from dataflywheel.verifiers.answers import extract_answer
+from tasks import context
+from tasks.generate import register_prompts
+
+DATASET_NAME = "train"
+
+
+def to_jsonl(rows: list[dict[str, Any]]) -> bytes:
+    """Canonical JSONL: the same rows always give the same bytes, hence the same digest."""
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")) for r in rows]
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def _answer(text: str, scores: dict[str, VerifierScore], spec: RunSpec) -> str | None:
+    majority = scores.get("majority_vote")
+    if majority is not None and majority.status == "scored":
+        return majority.details.get("answer")
+    for config in spec.verification.verifiers:
+        extract = getattr(config, "extract", None)
+        if extract is not None:
+            return extract_answer(text, extract, getattr(config, "strict", False))
+    return text.strip() or None
+
+
+def _labelled(spec: RunSpec, session: Any) -> tuple[list[dict], list[dict], dict, str]:
+    refs = register_prompts(session, plan.warmup_prompts(spec))
+    rows, members = [], []
+    for position, ref in enumerate(refs):
+        answer = str((ref.prompt.reference or {})["answer"])
+        rows.append({"prompt": ref.prompt.text, "completion": answer, "prompt_id": ref.id})
+        members.append({"position": position, "prompt_id": ref.id, "label": answer})
+    stats = {"recipe": "labelled", "seen": len(refs), "kept": len(refs), "yield": 1.0}
+    return rows, members, stats, "labelled"
+
+
+def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: ANN202
+    samples = session.execute(
+        sa.select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text)
+        .where(Sample.round_id == round_id, Sample.purpose == "train")
+        .order_by(Sample.prompt_id, Sample.sample_index)
+    ).all()
+    scores: dict[int, dict[str, VerifierScore]] = defaultdict(dict)
+    for row in session.execute(
+        sa.select(Score)
+        .join(Sample, Sample.id == Score.sample_id)
+        .where(Sample.round_id == round_id, Sample.purpose == "train")
+    ).scalars():
+        scores[row.sample_id][row.verifier] = VerifierScore(
+            value=row.value,
+            passed=row.passed,
+            status=row.status,
+            reason=row.reason or "",
+            details=row.details,
+        )
+    prompts = {
+        p.id: p
+        for p in session.execute(
+            sa.select(PromptModel).where(PromptModel.id.in_({s.prompt_id for s in samples}))
+        ).scalars()
+    }
+    candidates = [
+        recipes.Candidate(
+            sample_id=s.id,
+            prompt_id=s.prompt_id,
+            sample_index=s.sample_index,
+            text=s.text,
+            answer=_answer(s.text, scores[s.id], spec),
+            scores=scores[s.id],
+        )
+        for s in samples
+    ]
+    expected = {
+        pid: p.meta["expected_answer_length"]
+        for pid, p in prompts.items()
+        if "expected_answer_length" in p.meta
+    }
+    result = recipes.select(
+        candidates,
+        spec.selection,
+        seed=derive_seed(spec.seed, "select", index),
+        expected_lengths=expected or None,
+    )
+    rows, members = [], []
+    for position, row in enumerate(result.rows):
+        prompt_text = prompts[int(row.prompt_id)].text
+        if isinstance(row, recipes.PreferencePair):
+            rows.append(
+                {"prompt": prompt_text, "chosen": row.chosen_text, "rejected": row.rejected_text}
+            )
+            members.append(
+                {
+                    "position": position,
+                    "sample_id": row.chosen_sample_id,
+                    "rejected_sample_id": row.rejected_sample_id,
+                    "prompt_id": row.prompt_id,
+                }
+            )
+        else:
+            rows.append({"prompt": prompt_text, "completion": row.text})
+            members.append(
+                {
+                    "position": position,
+                    "sample_id": row.sample_id,
+                    "prompt_id": row.prompt_id,
+                    "label": row.label,
+                }
+            )
+    return rows, members, result.stats.as_dict(), spec.selection.recipe
+
+
+@task(name="select_dataset", retries=2, retry_delay_seconds=5)
+def select_dataset(round_id: int) -> int:
+    """Select the round's training data; returns the dataset id."""
+    with context.session() as session:
+        rnd = queries.get_round(session, round_id)
+        run_id, index = rnd.run_id, rnd.index
+        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        existing = session.execute(
+            sa.select(Dataset.id).where(Dataset.round_id == round_id, Dataset.name == DATASET_NAME)
+        ).scalar_one_or_none()
+        if existing is not None:
+            return existing
+        if index == plan.WARMUP_INDEX:
+            rows, members, stats, recipe = _labelled(spec, session)
+        else:
+            rows, members, stats, recipe = _selected(spec, session, round_id, index)
+    kind = "preference" if recipe == "preference_pairs" else "sft"
+    ref = context.store().put_bytes(to_jsonl([_public(r) for r in rows]))
+    with context.session() as session:
+        return queries.ensure_dataset(
+            session,
+            run_id=run_id,
+            round_id=round_id,
+            name=DATASET_NAME,
+            kind=kind,
+            recipe=recipe,
+            recipe_config=None if recipe == "labelled" else spec.selection.model_dump(mode="json"),
+            digest=ref.digest,
+            object_key=ref.key,
+            row_count=len(rows),
+            stats=stats,
+            members=members,
+        )
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as the trainer reads it (ids stay in dataset_members, not in the file)."""
+    return {k: v for k, v in row.items() if k != "prompt_id"}

@@ -1,0 +1,122 @@
+"""Training stage: build the round's training mix and train a candidate checkpoint on Ray.
+
+Runs in: Prefect task (flow process, as the Ray driver). The mix is the round's own dataset
+plus, when the spec asks, a replayed share of earlier rounds' data and a share of the
+labelled warm-up data (drawn with the round's seed). The mix file goes to the store; the
+trainer (``workers.trainer``) fetches the parent weights and the mix, trains, uploads the new
+weights, and only then does the checkpoint row get its object key — no row ever points at a
+missing object. A checkpoint that already has weights is not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict
+from typing import Any
+
+from prefect import task
+
+from dataflywheel.db import queries
+from dataflywheel.db.models import Dataset
+from dataflywheel.rounds import plan
+from dataflywheel.spec import RunSpec, derive_seed
+from tasks import context
+from tasks.select import to_jsonl
+
+
+def _rows(dataset: Dataset) -> list[dict[str, Any]]:
+    text = context.store().get_bytes(dataset.object_key).decode()
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def _draw(rows: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
+    if n <= 0 or not rows:
+        return []
+    return (
+        [rows[rng.randrange(len(rows))] for _ in range(n)] if n > len(rows) else rng.sample(rows, n)
+    )
+
+
+def training_mix(
+    spec: RunSpec, index: int, own: Dataset, earlier: list[Dataset]
+) -> tuple[list[dict[str, Any]], list[tuple[int, float]]]:
+    """The rows to train on and each dataset's share of them."""
+    rows = _rows(own)
+    t = spec.training
+    if index == plan.WARMUP_INDEX or not rows:
+        return rows, [(own.id, 1.0)]
+    rng = random.Random(derive_seed(spec.seed, "mix", index))
+    total = round(len(rows) / (1 - t.replay_share - t.labelled_share))
+    labelled = [d for d in earlier if d.recipe == "labelled"]
+    replayable = [d for d in earlier if d.recipe != "labelled" and d.kind == own.kind]
+    mix, shares = list(rows), [(own.id, len(rows))]
+    for datasets, share in ((replayable, t.replay_share), (labelled, t.labelled_share)):
+        pool = [(d.id, r) for d in datasets for r in _rows(d)]
+        drawn = _draw(pool, round(total * share), rng) if share > 0 else []
+        mix.extend(r for _, r in drawn)
+        for dataset in datasets:
+            count = sum(1 for did, _ in drawn if did == dataset.id)
+            if count:
+                shares.append((dataset.id, count))
+    n = len(mix)
+    return mix, [(dataset_id, count / n) for dataset_id, count in shares]
+
+
+@task(name="train_checkpoint", retries=1, retry_delay_seconds=5)
+def train_checkpoint(round_id: int, dataset_id: int) -> int | None:
+    """Train the round's candidate; returns its checkpoint id (None when nothing was kept)."""
+    import ray
+    from workers.trainer import train_checkpoint as train_remote
+
+    from workers import pool
+
+    with context.session() as session:
+        rnd = queries.get_round(session, round_id)
+        run_id, index = rnd.run_id, rnd.index
+        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        own = session.get(Dataset, dataset_id)
+        assert own is not None
+        if own.row_count == 0:
+            return None  # nothing selected: the incumbent stays, the gate records a skip
+        from_base = spec.training.init_from == "base" and index != plan.WARMUP_INDEX
+        parent = (
+            queries.base_checkpoint(session, run_id)
+            if from_base
+            else queries.last_promoted(session, run_id, index)
+        )
+        config = plan.train_config(spec, index)
+        checkpoint_id = queries.ensure_checkpoint(
+            session,
+            run_id=run_id,
+            round_id=round_id,
+            parent_id=parent.id,
+            status="candidate",
+            training_config=asdict(config),
+        )
+        checkpoint = queries.get_checkpoint(session, checkpoint_id)
+        if checkpoint.object_key is not None:
+            return checkpoint_id  # trained before a crash or retry: keep it
+        earlier = queries.round_datasets(session, run_id, index)
+        parent_key = parent.object_key
+        mix, shares = training_mix(spec, index, own, earlier)
+    mix_ref = context.store().put_bytes(to_jsonl(mix))
+    pool.connect(context.settings())
+    store_uri, store_options, cache_dir = pool.store_args()
+    outcome = ray.get(
+        train_remote.options(num_cpus=1).remote(
+            store_uri, store_options, parent_key, mix_ref.key, config, config.method
+        )
+    )
+    metrics = {**asdict(outcome.result), "node": outcome.node_id, "mix_key": mix_ref.key}
+    metrics["losses"] = metrics["losses"][-200:]  # the curve's tail; the full log is not lineage
+    with context.session() as session:
+        queries.set_checkpoint_weights(
+            session,
+            checkpoint_id,
+            object_key=outcome.model_key,
+            digest=outcome.digest,
+            training_metrics=metrics,
+        )
+        queries.link_training_data(session, checkpoint_id, shares)
+    return checkpoint_id

@@ -1,0 +1,38 @@
+"""The flow process never imports torch, transformers or vLLM (STYLE.md rule 7)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "transformers", "vllm", "trl", "peft")
+FLOW_SIDE = (
+    "flows.flywheel_run",
+    "flows.flywheel_round",
+    "tasks.generate",
+    "tasks.verify",
+    "tasks.select",
+    "tasks.train",
+    "tasks.evaluate",
+    "tasks.promote",
+    "tasks.rounds",
+    "tasks.runs",
+    "workers.pool",
+    "workers.verify",
+    "dataflywheel.cli",
+    "dataflywheel.generation",
+    "dataflywheel.training",
+)
+
+
+def test_flow_side_modules_import_no_model_libraries() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for name in {FLOW_SIDE!r}: importlib.import_module(name)\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"heavy modules imported: {result.stdout}"

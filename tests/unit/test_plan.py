@@ -1,0 +1,69 @@
+"""Round planning is a pure, deterministic function of the spec and the round index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dataflywheel.rounds import plan
+from dataflywheel.spec import load_spec
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def spec():  # noqa: ANN201
+    return load_spec(EXAMPLES / "arithmetic-selfimprove.yaml")
+
+
+def test_rounds_start_with_the_warmup(spec) -> None:  # noqa: ANN001
+    assert plan.round_indices(spec) == [0, *range(1, spec.rounds + 1)]
+    no_warmup = spec.model_copy(update={"warmup": None})
+    assert plan.round_indices(no_warmup) == list(range(1, spec.rounds + 1))
+
+
+def test_train_prompts_are_fresh_each_round_and_reproducible(spec) -> None:  # noqa: ANN001
+    band = plan.initial_band(spec)
+    first = plan.train_prompts(spec, 1, band)
+    assert [p.content_hash for p in first] == [
+        p.content_hash for p in plan.train_prompts(spec, 1, band)
+    ]
+    second = {p.content_hash for p in plan.train_prompts(spec, 2, band)}
+    assert len(first) == spec.prompts.num_prompts
+    assert {p.content_hash for p in first} != second
+    assert all(p.split == "train" and band[0] <= p.difficulty <= band[1] for p in first)
+
+
+def test_eval_prompts_are_held_out_and_fixed(spec) -> None:  # noqa: ANN001
+    held_out = plan.eval_prompts(spec)
+    assert [p.content_hash for p in held_out] == [p.content_hash for p in plan.eval_prompts(spec)]
+    train_texts = {p.text for i in (1, 2, 3) for p in plan.train_prompts(spec, i, (6, 6))}
+    assert not train_texts & {p.text for p in held_out}
+
+
+def test_sample_seeds_follow_content_not_database_ids(spec) -> None:  # noqa: ANN001
+    prompts = plan.train_prompts(spec, 1, plan.initial_band(spec))[:3]
+    a = plan.requests(spec, 1, "train", [plan.PromptRef(i, p) for i, p in enumerate(prompts)])
+    b = plan.requests(spec, 1, "train", [plan.PromptRef(100 + i, p) for i, p in enumerate(prompts)])
+    assert [r.seed for r in a] == [r.seed for r in b]
+    assert len(a) == 3 * spec.generation.samples_per_prompt
+    assert len({r.seed for r in a}) == len(a)
+    other_round = plan.requests(spec, 2, "train", [plan.PromptRef(0, prompts[0])])
+    assert other_round[0].seed != a[0].seed
+
+
+def test_warmup_training_config_overrides_steps_and_rate(spec) -> None:  # noqa: ANN001
+    warm = plan.train_config(spec, plan.WARMUP_INDEX)
+    assert warm.max_steps == spec.warmup.max_steps
+    assert warm.learning_rate == spec.warmup.learning_rate
+    later = plan.train_config(spec, 1)
+    assert later.max_steps == spec.training.max_steps
+    assert later.seed != warm.seed
+
+
+def test_curriculum_raises_the_band_past_the_threshold(spec) -> None:  # noqa: ANN001
+    band = plan.initial_band(spec)
+    assert plan.next_band(spec, band, 0.1) == band
+    assert plan.next_band(spec, band, 0.95) == (band[0] + 1, band[1] + 1)  # mode: shift
+    assert plan.next_band(spec, band, None) == band

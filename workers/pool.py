@@ -1,0 +1,104 @@
+"""Placement: connecting to Ray and finding or creating the run's long-lived actors.
+
+Runs in: the flow process (as the Ray driver). This is the one module that decides where work
+runs: a local Ray started on demand, or the cluster at ``FLYWHEEL_RAY_ADDRESS``; generator
+actors are named per run, so every task of the run (and a resumed flow) reuses the same
+loaded model instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dataflywheel.config import Settings
+
+NAMESPACE = "flywheel"
+
+
+class RayUnavailable(RuntimeError):
+    """The configured Ray cluster does not answer; the message says what to do."""
+
+
+def connect(settings: Settings) -> None:
+    """Connect this process to Ray once (a local one when no address is configured)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Workers inherit the driver's environment; they need the same FLYWHEEL_* settings to
+    # reach the database and the store, and must not fight over BLAS threads.
+    env = {k: v for k, v in os.environ.items() if k.startswith(("FLYWHEEL_", "VLLM_"))}
+    runtime_env: dict[str, Any] = {"env_vars": env}
+    try:
+        if settings.ray_address:
+            ray.init(
+                address=settings.ray_address,
+                namespace=NAMESPACE,
+                runtime_env=runtime_env,
+                log_to_driver=False,
+            )
+        else:
+            ray.init(
+                namespace=NAMESPACE,
+                runtime_env=runtime_env,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+    except ConnectionError as exc:
+        raise RayUnavailable(
+            f"cannot connect to the Ray cluster at FLYWHEEL_RAY_ADDRESS={settings.ray_address}: "
+            f"{exc}. Start the cluster (`ray start --head`), or unset FLYWHEEL_RAY_ADDRESS to "
+            "use a local Ray"
+        ) from exc
+
+
+def generator(
+    run_id: int, backend: str, *, index: int = 0, num_cpus: float = 1, num_gpus: float = 0
+):  # noqa: ANN201 - an ActorHandle
+    """The run's generator actor number ``index``, created on first use."""
+    from workers.generator import GeneratorWorker
+
+    settings = _settings_for_workers()
+    return GeneratorWorker.options(
+        name=f"generator-run{run_id}-{index}",
+        namespace=NAMESPACE,
+        get_if_exists=True,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        max_restarts=2,
+        max_task_retries=0,
+    ).remote(backend, settings["store_uri"], settings["store_options"], settings["cache_dir"])
+
+
+def release_generators(run_id: int, count: int = 8) -> None:
+    """Kill the run's generator actors (they hold models and engine processes)."""
+    import ray
+
+    for index in range(count):
+        try:
+            actor = ray.get_actor(f"generator-run{run_id}-{index}", namespace=NAMESPACE)
+        except ValueError:
+            continue
+        ray.kill(actor)
+
+
+def _settings_for_workers() -> dict[str, Any]:
+    settings = Settings()
+    secret = settings.s3_secret_access_key
+    return {
+        "store_uri": settings.resolved_store_uri,
+        "store_options": {
+            "endpoint_url": settings.s3_endpoint_url,
+            "region": settings.s3_region,
+            "access_key_id": settings.s3_access_key_id,
+            "secret_access_key": secret.get_secret_value() if secret else None,
+        },
+        "cache_dir": str(settings.resolved_data_dir / "model-cache"),
+    }
+
+
+def store_args() -> tuple[str, dict[str, Any], str]:
+    """(store URI, store options, model cache dir) for remote functions."""
+    s = _settings_for_workers()
+    return s["store_uri"], s["store_options"], s["cache_dir"]

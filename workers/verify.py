@@ -1,0 +1,63 @@
+"""Scoring on Ray: run the configured verifiers over a shard of samples.
+
+Runs in: a Ray worker (CPU). Verifiers are pure and deterministic; this function only groups
+a shard's samples by prompt (majority voting compares a prompt's samples with each other) and
+returns plain dicts the task ingests. A verifier that raises fails the shard loudly: an
+infrastructure error never becomes a silent zero.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import ray
+
+from dataflywheel.prompts import Prompt
+from dataflywheel.verifiers import build
+
+
+def score_items(
+    verifier_configs: list[dict[str, Any]],
+    prompts: dict[int, dict[str, Any]],
+    samples: list[tuple[int, int, int, str]],
+) -> list[dict[str, Any]]:
+    """Score ``samples`` ((sample_id, prompt_id, sample_index, text)) with every verifier."""
+    verifiers = [build(config) for config in verifier_configs]
+    by_prompt: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+    for sample_id, prompt_id, index, text in samples:
+        by_prompt[prompt_id].append((index, sample_id, text))
+    rows: list[dict[str, Any]] = []
+    for prompt_id, group in sorted(by_prompt.items()):
+        group.sort()
+        prompt = Prompt(**prompts[prompt_id])
+        texts = [text for _, _, text in group]
+        for verifier in verifiers:
+            if verifier.scope == "group":
+                scores = verifier.score_group(texts, prompt)
+            else:
+                scores = [verifier.score(text, prompt) for text in texts]
+            for (_, sample_id, _), score in zip(group, scores, strict=True):
+                rows.append(
+                    {
+                        "sample_id": sample_id,
+                        "verifier": verifier.name,
+                        "verifier_version": verifier.version,
+                        "value": score.value,
+                        "passed": score.passed,
+                        "status": score.status,
+                        "reason": score.reason,
+                        "details": score.details,
+                    }
+                )
+    return rows
+
+
+@ray.remote(num_cpus=1, max_retries=2)
+def score_shard(
+    verifier_configs: list[dict[str, Any]],
+    prompts: dict[int, dict[str, Any]],
+    samples: list[tuple[int, int, int, str]],
+) -> tuple[list[dict[str, Any]], str]:
+    """Ray entry point: the score rows and the node that computed them."""
+    return score_items(verifier_configs, prompts, samples), ray.get_runtime_context().get_node_id()
