@@ -37,8 +37,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(store_app, name="store")
 app.add_typer(server_app, name="server")
 
-out = Console()
-err = Console(stderr=True)
+# Wide enough for the per-round table when output goes to a file or a pipe (rich would
+# otherwise wrap it at 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 P = ParamSpec("P")
 R = TypeVar("R")

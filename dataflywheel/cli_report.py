@@ -12,6 +12,7 @@ registered.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -26,7 +27,7 @@ from dataflywheel.config import Settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)  # no 80-column wrap in pipes
 R = TypeVar("R")
 
 

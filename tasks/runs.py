@@ -76,14 +76,14 @@ def _materialise(spec: RunSpec) -> tuple[str, str]:
     store_uri, store_options, _ = pool.store_args()
     if model.kind == "smollm2":
         return tuple(ray.get(bootstrap.prepare_smollm2.remote(store_uri, store_options)))
+    from dataflywheel.training.tiny import TinyModelConfig
+
     assert model.tiny is not None
+    tiny = TinyModelConfig(**model.tiny.model_dump())
     return tuple(
         ray.get(
             bootstrap.build_base_model.remote(
-                store_uri,
-                store_options,
-                model.tiny.model_dump(mode="json"),
-                derive_seed(spec.seed, "init"),
+                store_uri, store_options, tiny, derive_seed(spec.seed, "init") % 2**32
             )
         )
     )

@@ -200,6 +200,7 @@ def train_config(spec: RunSpec, round_index: int) -> TrainConfig:
         max_steps=warmup.max_steps if warmup else t.max_steps,
         batch_size=t.batch_size,
         beta=t.beta if t.beta is not None else 0.1,
-        seed=derive_seed(spec.seed, "train", round_index),
+        # numpy (seeded by transformers' set_seed) takes 32-bit seeds only.
+        seed=derive_seed(spec.seed, "train", round_index) % 2**32,
         dtype="float32",
     )
