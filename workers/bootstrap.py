@@ -1,0 +1,33 @@
+"""``build_base_model``: build the built-in tiny model on a Ray worker and store it.
+
+Runs in: Ray worker. Importing this module is safe in the flow process (``TinyModelConfig``
+is a plain dataclass; torch is imported inside the remote function only).
+
+The folder is a pure function of the config and seed, so the same inputs give the same tree
+key: rebuilding is idempotent.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from dataflywheel.store import open_store
+from dataflywheel.training.tiny import TinyModelConfig
+
+
+@ray.remote
+def build_base_model(
+    store_uri: str, store_options: dict[str, Any], tiny_cfg: TinyModelConfig, seed: int
+) -> tuple[str, str]:
+    """Build the tiny Llama for ``tiny_cfg`` and ``seed``; return its (tree key, digest)."""
+    from dataflywheel.training.tiny import build_tiny_model
+
+    store = open_store(store_uri, **(store_options or {}))
+    with tempfile.TemporaryDirectory(prefix="flywheel-tiny-") as tmp:
+        folder = build_tiny_model(tiny_cfg, Path(tmp) / "model", seed)
+        ref = store.put_tree(folder)
+    return ref.key, ref.digest
