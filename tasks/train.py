@@ -67,9 +67,9 @@ def training_mix(
 def train_checkpoint(round_id: int, dataset_id: int) -> int | None:
     """Train the round's candidate; returns its checkpoint id (None when nothing was kept)."""
     import ray
-    from workers.trainer import train_checkpoint as train_remote
 
     from workers import pool
+    from workers.trainer import train_checkpoint as train_remote
 
     with context.session() as session:
         rnd = queries.get_round(session, round_id)

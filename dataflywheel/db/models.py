@@ -343,9 +343,7 @@ class EvaluationResult(Base):
     __table_args__ = (sa.UniqueConstraint("evaluation_id", "prompt_id"),)
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
-    evaluation_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("evaluations.id", ondelete="CASCADE")
-    )
+    evaluation_id: Mapped[int] = mapped_column(sa.ForeignKey("evaluations.id", ondelete="CASCADE"))
     prompt_id: Mapped[int] = mapped_column(
         sa.ForeignKey("prompts.id", ondelete="RESTRICT"), index=True
     )

@@ -411,7 +411,9 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
-        sa.CheckConstraint("purpose IN ('train', 'eval', 'baseline')", name=op.f("ck_samples_purpose")),
+        sa.CheckConstraint(
+            "purpose IN ('train', 'eval', 'baseline')", name=op.f("ck_samples_purpose")
+        ),
         sa.ForeignKeyConstraint(
             ["checkpoint_id"],
             ["checkpoints.id"],

@@ -217,11 +217,22 @@ def test_two_rounds_leave_exactly_the_expected_rows(
 
 def _row_counts(db_url: str) -> dict[str, int]:
     engine = make_engine(db_url)
-    tables = (
-        "prompts samples scores datasets dataset_members checkpoints checkpoint_datasets "
-        "evaluations evaluation_results rounds stage_shards"
-    ).split()
+    tables = [
+        "prompts",
+        "samples",
+        "scores",
+        "datasets",
+        "dataset_members",
+        "checkpoints",
+        "checkpoint_datasets",
+        "evaluations",
+        "evaluation_results",
+        "rounds",
+        "stage_shards",
+    ]
     with engine.connect() as conn:
-        counts = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables}
+        counts = {
+            t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables
+        }
     engine.dispose()
     return counts
