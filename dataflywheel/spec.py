@@ -72,6 +72,11 @@ class TinyModelSpec(BaseModel):
     max_seq_len: int = Field(
         64, ge=8, description="Longest sequence (prompt + completion) in tokens."
     )
+    position_encoding: Literal["rope", "none"] = Field(
+        "rope",
+        description="rope, or none (NoPE: no positional encoding, which extrapolates to longer "
+        "inputs; Kazemnejad et al. 2023, Lee et al. 2025).",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> Self:

@@ -9,7 +9,7 @@ or a resume redoes only unfinished shards and the unique key on samples absorbs 
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from prefect import task
@@ -59,6 +59,16 @@ def shard_digest(shard: list[GenerationRequest], model_digest: str, sampling: An
     return sha256_hex(canonical_json([payload, model_digest, asdict(sampling)]))
 
 
+def backend_options(spec: RunSpec) -> dict[str, Any]:
+    """Constructor options of the spec's backend (the endpoint, for openai)."""
+    gen = spec.generation
+    if gen.backend == "openai":
+        return {"base_url": gen.base_url, "model_name": gen.model_name}
+    if gen.backend == "vllm" and spec.model.tiny is not None:
+        return {"max_model_len": spec.model.tiny.max_seq_len}
+    return {}
+
+
 def band_of(round_manifest: dict[str, Any] | None, spec: RunSpec) -> plan.Band:
     band = (round_manifest or {}).get("curriculum")
     return (band["min_difficulty"], band["max_difficulty"]) if band else plan.initial_band(spec)
@@ -84,6 +94,16 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int) -> int:
 
     sampling = plan.sampling(spec, purpose)
     requests = plan.requests(spec, index, purpose, refs)
+    actor = None
+    if spec.generation.chat_template:
+        # The template belongs to the model's tokenizer, which only the worker loads.
+        pool.connect(context.settings())
+        actor = pool.generator(
+            run_id, spec.generation.backend, backend_options=backend_options(spec)
+        )
+        ray.get(actor.load.remote(model_key, sampling.dtype))
+        texts = ray.get(actor.apply_chat_template.remote([r.prompt for r in requests]))
+        requests = [replace(r, prompt=t) for r, t in zip(requests, texts, strict=True)]
     shards = [requests[i : i + SHARD_SIZE] for i in range(0, len(requests), SHARD_SIZE)]
     stage = f"generate_{purpose}"
     with context.session() as session:
@@ -95,7 +115,9 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int) -> int:
 
     if todo:
         pool.connect(context.settings())
-        actor = pool.generator(run_id, spec.generation.backend)
+        actor = actor or pool.generator(
+            run_id, spec.generation.backend, backend_options=backend_options(spec)
+        )
         node = ray.get(actor.load.remote(model_key, sampling.dtype))
         bar = tqdm(total=len(todo), desc=f"round {index} generate ({purpose})", unit="shard")
         in_flight: dict[Any, int] = {}
@@ -105,17 +127,19 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int) -> int:
                 shard_index = queue.pop(0)
                 with context.session() as session:
                     queries.mark_shard(session, round_id, stage, shard_index, "running")
-                ref = actor.generate.remote(shards[shard_index], sampling)
+                ref = actor.generate_timed.remote(shards[shard_index], sampling)
                 in_flight[ref] = shard_index
             done, _ = ray.wait(list(in_flight), num_returns=1)
             shard_index = in_flight.pop(done[0])
-            completions: list[Completion] = ray.get(done[0])
+            completions: list[Completion]
+            completions, seconds = ray.get(done[0])
             with context.session() as session:
                 ingest.insert_samples(
                     session,
                     [_sample_row(round_id, checkpoint_id, purpose, c, params) for c in completions],
                 )
                 queries.mark_shard(session, round_id, stage, shard_index, "done", worker_node=node)
+                queries.add_compute_seconds(session, round_id, stage, seconds)
             bar.update(1)
         bar.close()
     return len(requests)

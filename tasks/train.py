@@ -119,4 +119,5 @@ def train_checkpoint(round_id: int, dataset_id: int) -> int | None:
             training_metrics=metrics,
         )
         queries.link_training_data(session, checkpoint_id, shares)
+        queries.add_compute_seconds(session, round_id, "train", outcome.result.seconds)
     return checkpoint_id

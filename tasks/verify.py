@@ -104,10 +104,11 @@ def score_samples(round_id: int, purpose: str) -> int:
             in_flight[score_shard.remote(configs, needed, shard)] = index
         done, _ = ray.wait(list(in_flight), num_returns=1)
         index = in_flight.pop(done[0])
-        rows, node = ray.get(done[0])
+        rows, node, seconds = ray.get(done[0])
         with context.session() as session:
             ingest.insert_scores(session, [ingest.ScoreRow(**row) for row in rows])
             queries.mark_shard(session, round_id, stage, index, "done", worker_node=node)
+            queries.add_compute_seconds(session, round_id, stage, seconds)
         bar.update(1)
     bar.close()
     return len(samples)

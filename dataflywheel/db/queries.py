@@ -127,6 +127,22 @@ def merge_round_manifest(session: Session, round_id: int, patch: dict[str, Any])
     )
 
 
+def add_compute_seconds(session: Session, round_id: int, stage: str, seconds: float) -> None:
+    """Add to ``manifest.compute_seconds[stage]``: time spent in model or verifier code, as
+    opposed to the plumbing around it (the overhead benchmark compares the two)."""
+    rnd = session.execute(
+        sa.select(Round)
+        .where(Round.id == round_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    manifest = dict(rnd.manifest or {})
+    compute = dict(manifest.get("compute_seconds") or {})
+    compute[stage] = compute.get(stage, 0.0) + seconds
+    manifest["compute_seconds"] = compute
+    rnd.manifest = manifest
+
+
 # --- checkpoints --------------------------------------------------------------------------
 
 

@@ -95,10 +95,27 @@ def _transformers(**options: Any) -> GenerationBackend:
     return TransformersBackend(**options)
 
 
+def _vllm(**options: Any) -> GenerationBackend:
+    from dataflywheel.generation.vllm_backend import VLLMBackend
+
+    return VLLMBackend(**options)
+
+
+def _openai(**options: Any) -> GenerationBackend:
+    from dataflywheel.generation.openai_backend import OpenAIBackend
+
+    if "base_url" not in options or "model_name" not in options:
+        raise ValueError("the openai backend needs base_url and model_name options")
+    return OpenAIBackend(**options)
+
+
 # Explicit registry: name -> factory. A factory imports its module lazily (see the module
-# docstring), takes the backend's keyword options (e.g. batch_size) and works with none.
+# docstring), takes the backend's keyword options (e.g. batch_size) and works with none
+# (openai excepted: it needs the endpoint).
 BACKENDS: dict[str, Callable[..., GenerationBackend]] = {
     "transformers": _transformers,
+    "vllm": _vllm,
+    "openai": _openai,
 }
 
 

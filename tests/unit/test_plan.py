@@ -63,6 +63,13 @@ def test_warmup_training_config_overrides_steps_and_rate(spec) -> None:  # noqa:
 
 
 def test_curriculum_raises_the_band_past_the_threshold(spec) -> None:  # noqa: ANN001
+    assert plan.next_band(spec, (1, 4), 0.99) == (1, 4)  # no curriculum: the band stays
+    spec = spec.model_validate(
+        {
+            **spec.model_dump(),
+            "curriculum": {"threshold": 0.9, "step": 1, "max_level": 6, "mode": "shift"},
+        }
+    )
     band = plan.initial_band(spec)
     assert plan.next_band(spec, band, 0.1) == band
     assert plan.next_band(spec, band, 0.95) == (band[0] + 1, band[1] + 1)  # mode: shift
