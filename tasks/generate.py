@@ -65,7 +65,7 @@ def backend_options(spec: RunSpec) -> dict[str, Any]:
     if gen.backend == "openai":
         return {"base_url": gen.base_url, "model_name": gen.model_name}
     if gen.backend == "vllm" and spec.model.tiny is not None:
-        return {"max_model_len": spec.model.tiny.max_seq_len}
+        return {"max_model_len": spec.model.tiny.max_seq_len, "kv_cache_gib": 1}
     return {}
 
 

@@ -3,8 +3,6 @@ real Prefect server; then the exact rows it must leave behind."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,102 +15,12 @@ from dataflywheel.spec import RunSpec, load_spec
 
 pytestmark = pytest.mark.slow
 
-SPEC = {
-    "name": "tiny-e2e",
-    "seed": 11,
-    "rounds": 2,
-    "model": {
-        "source": "builtin:tiny-llama",
-        "tiny": {
-            "hidden_size": 64,
-            "num_layers": 1,
-            "num_heads": 2,
-            "intermediate_size": 128,
-            "max_seq_len": 32,
-        },
-    },
-    "prompts": {
-        "kind": "builtin",
-        "family": "addition",
-        "min_difficulty": 2,
-        "max_difficulty": 2,
-        "num_prompts": 12,
-    },
-    "warmup": {"num_prompts": 48, "max_steps": 20, "learning_rate": 0.003},
-    "generation": {
-        "backend": "transformers",
-        "samples_per_prompt": 3,
-        # Greedy: an untrained model's samples then agree, so every round keeps data and
-        # trains (the sampling path itself is covered by the backend tests).
-        "temperature": 0.0,
-        "max_tokens": 6,
-    },
-    "verification": {
-        "verifiers": [
-            {"name": "exact_answer", "extract": "full", "strict": True},
-            {"name": "majority_vote", "extract": "full", "min_agreement": 0.3},
-        ]
-    },
-    "selection": {"recipe": "majority_vote", "min_agreement": 0.3},
-    "training": {
-        "method": "sft",
-        "mode": "full",
-        "learning_rate": 0.001,
-        "max_steps": 5,
-        "batch_size": 8,
-        "replay_share": 0.25,
-        "labelled_share": 0.25,
-    },
-    "evaluation": {
-        "metrics": ["accuracy", "per_difficulty_accuracy"],
-        "primary": "accuracy",
-        "verifier": "exact_answer",
-        "num_prompts": 10,
-        "samples_per_prompt": 1,
-        "temperature": 0.0,
-    },
-    "promotion": {"max_drop": 1.0},
-}
-
-
-@pytest.fixture
-def flywheel_env(db_url: str, tmp_path: Path) -> Iterator[Settings]:
-    """The process environment a `flywheel run` sets up, pointed at this test's database."""
-    from dataflywheel import prefect_server
-    from tasks import context
-
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "FLYWHEEL_DATABASE_URL": db_url,
-            "FLYWHEEL_DATA_DIR": str(tmp_path / "data"),
-            "FLYWHEEL_STORE_URI": str(tmp_path / "objects"),
-        }
-    )
-    os.environ.pop("FLYWHEEL_PREFECT_API_URL", None)
-    os.environ.pop("PREFECT_API_URL", None)
-    settings = Settings()
-    context.reset()
-    info = prefect_server.start(settings)
-    os.environ["PREFECT_API_URL"] = info.api_url
-    try:
-        yield settings
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        prefect_server.stop(settings)
-        context.reset()
-        os.environ.clear()
-        os.environ.update(saved)
-
 
 def test_two_rounds_leave_exactly_the_expected_rows(
-    flywheel_env: Settings, db_url: str, tmp_path: Path
+    flywheel_env: Settings, tiny_spec: dict, db_url: str, tmp_path: Path
 ) -> None:
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(SPEC))
+    spec_file.write_text(yaml.safe_dump(tiny_spec))
     spec: RunSpec = load_spec(spec_file)
     from flows.flywheel_run import flywheel_run
 

@@ -1,0 +1,119 @@
+"""Fixtures for end-to-end runs: the environment `flywheel run` sets up, and a tiny spec."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dataflywheel.config import Settings
+
+TINY_SPEC = {
+    "name": "tiny-e2e",
+    "seed": 11,
+    "rounds": 2,
+    "model": {
+        "source": "builtin:tiny-llama",
+        "tiny": {
+            "hidden_size": 64,
+            "num_layers": 1,
+            "num_heads": 2,
+            "intermediate_size": 128,
+            "max_seq_len": 32,
+        },
+    },
+    "prompts": {
+        "kind": "builtin",
+        "family": "addition",
+        "min_difficulty": 2,
+        "max_difficulty": 2,
+        "num_prompts": 12,
+    },
+    "warmup": {"num_prompts": 48, "max_steps": 20, "learning_rate": 0.003},
+    "generation": {
+        "backend": "transformers",
+        "samples_per_prompt": 3,
+        # Greedy: an untrained model's samples then agree, so every round keeps data and
+        # trains (the sampling path itself is covered by the backend tests).
+        "temperature": 0.0,
+        "max_tokens": 6,
+    },
+    "verification": {
+        "verifiers": [
+            {"name": "exact_answer", "extract": "full", "strict": True},
+            {"name": "majority_vote", "extract": "full", "min_agreement": 0.3},
+        ]
+    },
+    "selection": {"recipe": "majority_vote", "min_agreement": 0.3},
+    "training": {
+        "method": "sft",
+        "mode": "full",
+        "learning_rate": 0.001,
+        "max_steps": 5,
+        "batch_size": 8,
+        "replay_share": 0.25,
+        "labelled_share": 0.25,
+    },
+    "evaluation": {
+        "metrics": ["accuracy", "per_difficulty_accuracy"],
+        "primary": "accuracy",
+        "verifier": "exact_answer",
+        "num_prompts": 10,
+        "samples_per_prompt": 1,
+        "temperature": 0.0,
+    },
+    "promotion": {"max_drop": 1.0},
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_api(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Prefect server for the session (its state in a `prefect` database on the test
+    PostgreSQL server). One per session because Prefect's client keeps the API URL it first
+    saw for the life of the process."""
+    from dataflywheel import prefect_server
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("prefect"), database_url=pg_url)
+    info = prefect_server.start(settings)
+    try:
+        yield info.api_url
+    finally:
+        prefect_server.stop(settings)
+
+
+@pytest.fixture
+def flywheel_env(db_url: str, prefect_api: str, tmp_path: Path) -> Iterator[Settings]:
+    """The process environment a `flywheel run` sets up, pointed at this test's database."""
+    from tasks import context
+
+    saved = dict(os.environ)
+    os.environ.pop("FLYWHEEL_PREFECT_API_URL", None)
+    os.environ.update(
+        {
+            "FLYWHEEL_DATABASE_URL": db_url,
+            "FLYWHEEL_DATA_DIR": str(tmp_path / "data"),
+            "FLYWHEEL_STORE_URI": str(tmp_path / "objects"),
+            "PREFECT_API_URL": prefect_api,
+        }
+    )
+    settings = Settings()
+    context.reset()
+    try:
+        yield settings
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        context.reset()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def tiny_spec() -> dict:
+    """A spec small enough for a test: warm-up + 2 rounds of a 1-layer model."""
+    return copy.deepcopy(TINY_SPEC)
