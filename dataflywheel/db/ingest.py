@@ -15,7 +15,6 @@ caller's transaction stays usable (its other work is untouched).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +25,8 @@ import psycopg
 from psycopg import errors
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+
+from dataflywheel import prompts as prompts_module
 
 DbHandle = Session | Connection | psycopg.Connection[Any]
 """What the ingestion functions accept: the caller's session or connection."""
@@ -146,37 +147,11 @@ class IngestError(ValueError):
 # --------------------------------------------------------------------------- hashing
 
 
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal values give equal text (and hashes)."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-def text_hash(text: str) -> str:
-    """sha256 of the text alone (``prompts.text_hash``): finds a question across sets/splits."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def prompt_content_hash(
-    *,
-    prompt_set: str,
-    split: str,
-    text: str,
-    reference: JSONObject | None,
-    tests: str | None,
-    difficulty: int | None,
-) -> str:
-    """sha256 of the canonical JSON of a prompt's content (``prompts.content_hash``)."""
-    content = {
-        "prompt_set": prompt_set,
-        "split": split,
-        "text": text,
-        "reference": reference,
-        "tests": tests,
-        "difficulty": difficulty,
-    }
-    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+# The hashing lives with the prompts (one definition for the whole core); re-exported here
+# because ingestion callers key prompts by it.
+canonical_json = prompts_module.canonical_json
+text_hash = prompts_module.sha256_hex
+prompt_content_hash = prompts_module.content_hash
 
 
 # --------------------------------------------------------------------------- plans

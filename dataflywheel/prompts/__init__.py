@@ -23,12 +23,39 @@ def canonical_json(value: Any) -> str:
     Sorted keys, no whitespace, UTF-8 kept as is: equal values give equal bytes in every
     process (unlike ``hash()``, which is salted per process).
     """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
 
 
 def sha256_hex(text: str) -> str:
     """Hex sha256 of a string's UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def content_hash(
+    *,
+    prompt_set: str,
+    split: str,
+    text: str,
+    reference: dict[str, Any] | None,
+    tests: str | None,
+    difficulty: int | None,
+) -> str:
+    """A prompt's identity (``prompts.content_hash``): sha256 of the canonical JSON of its
+    content. The one definition: :class:`Prompt` and bulk ingestion both call it."""
+    return sha256_hex(
+        canonical_json(
+            {
+                "prompt_set": prompt_set,
+                "split": split,
+                "text": text,
+                "reference": reference,
+                "tests": tests,
+                "difficulty": difficulty,
+            }
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -75,17 +102,13 @@ class Prompt:
     @property
     def content_hash(self) -> str:
         """sha256 of canonical JSON of (prompt_set, split, text, reference, tests, difficulty)."""
-        return sha256_hex(
-            canonical_json(
-                {
-                    "prompt_set": self.prompt_set,
-                    "split": self.split,
-                    "text": self.text,
-                    "reference": self.reference,
-                    "tests": self.tests,
-                    "difficulty": self.difficulty,
-                }
-            )
+        return content_hash(
+            prompt_set=self.prompt_set,
+            split=self.split,
+            text=self.text,
+            reference=self.reference,
+            tests=self.tests,
+            difficulty=self.difficulty,
         )
 
     @property
