@@ -16,10 +16,11 @@ from prefect import task
 from tqdm import tqdm
 
 from dataflywheel.db import ingest, queries
+from dataflywheel.db.models import Checkpoint, Sample
 from dataflywheel.db.models import Prompt as PromptModel
-from dataflywheel.db.models import Sample
 from dataflywheel.prompts import canonical_json, sha256_hex
 from dataflywheel.spec import RunSpec
+from dataflywheel.verifiers import MODEL_SCORERS
 from tasks import context
 
 SAMPLES_PER_SHARD = 1024
@@ -47,6 +48,29 @@ def _prompt_payload(p: PromptModel) -> dict[str, Any]:
     }
 
 
+def scoring_models(session: Any, configs: list[dict[str, Any]], sample_ids: list[int]) -> Any:
+    """What model scorers need on the worker (store access; for a judge with ``model:
+    current``, each sample's generating checkpoint key); None without model scorers."""
+    from workers import pool
+    from workers.model_scorers import ScoringModels
+
+    if not any(c["name"] in MODEL_SCORERS for c in configs):
+        return None
+    sample_models: dict[int, str] = {}
+    if any(c["name"] == "llm_judge" and c.get("model", "current") == "current" for c in configs):
+        for start in range(0, len(sample_ids), 10_000):
+            chunk = sample_ids[start : start + 10_000]
+            sample_models.update(
+                session.execute(
+                    sa.select(Sample.id, "store:" + Checkpoint.object_key)
+                    .join(Checkpoint, Checkpoint.id == Sample.checkpoint_id)
+                    .where(Sample.id.in_(chunk), Checkpoint.object_key.is_not(None))
+                ).all()
+            )
+    store_uri, store_options, cache_dir = pool.store_args()
+    return ScoringModels(store_uri, store_options, cache_dir, sample_models)
+
+
 @task(name="score_samples", retries=2, retry_delay_seconds=5)
 def score_samples(round_id: int, purpose: str) -> int:
     """Score every sample of ``purpose`` in the round; returns the number of samples."""
@@ -71,6 +95,8 @@ def score_samples(round_id: int, purpose: str) -> int:
             ).scalars()
         }
     configs = verifier_configs(spec, purpose)
+    with context.session() as session:
+        models = scoring_models(session, configs, [s.id for s in samples])
 
     # Shards hold whole prompts, in prompt order, so they are the same on every attempt.
     shards: list[list[tuple[int, int, int, str]]] = [[]]
@@ -101,7 +127,7 @@ def score_samples(round_id: int, purpose: str) -> int:
             needed = {pid: prompts[pid] for pid in {s[1] for s in shard}}
             with context.session() as session:
                 queries.mark_shard(session, round_id, stage, index, "running")
-            in_flight[score_shard.remote(configs, needed, shard)] = index
+            in_flight[score_shard.remote(configs, needed, shard, models)] = index
         done, _ = ray.wait(list(in_flight), num_returns=1)
         index = in_flight.pop(done[0])
         rows, node, seconds = ray.get(done[0])

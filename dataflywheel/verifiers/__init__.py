@@ -8,8 +8,11 @@ poison the training set (STYLE.md, rule 5).
 
 Two shapes, no base class:
 
-* :class:`Verifier` scores one completion (``exact_answer``, ``numeric``, ``regex``);
-* :class:`GroupVerifier` scores all samples of one prompt together (``majority_vote``).
+* :class:`Verifier` scores one completion (``exact_answer``, ``numeric``, ``regex``,
+  ``code_tests``, which runs code in the sandbox of ``verifiers/sandbox/``);
+* :class:`GroupVerifier` scores all samples of one prompt together (``majority_vote``);
+* model-based *batch* scorers (``reward_model``, ``llm_judge``; :data:`MODEL_SCORERS`) score
+  many samples per call with a model a Ray worker loads (``workers/model_scorers.py``).
 
 ``version`` is the sha256 of the verifier's source code (its module and the shared answer
 extraction) plus its configuration, so a score row always says which code produced it.
@@ -138,7 +141,15 @@ def reference_answers(prompt: Prompt, key: str, verifier: str) -> list[str]:
 
 # The registry is built after Score and the protocols exist, because each verifier module
 # imports them from this package.
-from dataflywheel.verifiers import exact, majority, numeric, regex  # noqa: E402
+from dataflywheel.verifiers import (  # noqa: E402
+    code,
+    exact,
+    judge,
+    majority,
+    numeric,
+    regex,
+    reward_model,
+)
 
 AnyVerifier = Verifier | GroupVerifier
 AnyVerifierConfig = (
@@ -146,6 +157,9 @@ AnyVerifierConfig = (
     | numeric.NumericConfig
     | regex.RegexConfig
     | majority.MajorityVoteConfig
+    | code.CodeTestsConfig
+    | reward_model.RewardModelConfig
+    | judge.LlmJudgeConfig
 )
 
 REGISTRY: dict[str, Callable[[Any], AnyVerifier]] = {
@@ -153,6 +167,9 @@ REGISTRY: dict[str, Callable[[Any], AnyVerifier]] = {
     "numeric": numeric.build,
     "regex": regex.build,
     "majority_vote": majority.build,
+    "code_tests": code.build,
+    "reward_model": reward_model.build,
+    "llm_judge": judge.build,
 }
 
 CONFIG_TYPES: dict[str, type[BaseModel]] = {
@@ -160,7 +177,13 @@ CONFIG_TYPES: dict[str, type[BaseModel]] = {
     "numeric": numeric.NumericConfig,
     "regex": regex.RegexConfig,
     "majority_vote": majority.MajorityVoteConfig,
+    "code_tests": code.CodeTestsConfig,
+    "reward_model": reward_model.RewardModelConfig,
+    "llm_judge": judge.LlmJudgeConfig,
 }
+MODEL_SCORERS = ("reward_model", "llm_judge")
+"""Batch scorers that hold a model (``scope == "batch"``): ``workers/model_scorers.py``
+loads their models and runs them; they never run in the flow process."""
 
 
 def build(config: BaseModel | Mapping[str, Any]) -> AnyVerifier:

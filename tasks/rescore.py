@@ -1,0 +1,182 @@
+"""Re-scoring: score a run's stored samples with some verifiers again, without regenerating.
+
+Runs in: the CLI process (``flywheel rescore``) as the Ray driver; the scoring itself runs
+in ``workers.verify.score_shard`` on the Ray CPU pool, exactly as in a round. Scores are
+unique per (sample, verifier, version): samples that already hold a score of the same
+verifier version are skipped before anything is sent to Ray, and the insert is ``ON
+CONFLICT DO NOTHING``, so re-running a rescore changes nothing, while a new verifier
+version (changed code or configuration) adds rows beside the old ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import TypeAdapter
+
+from dataflywheel.db import ingest, queries
+from dataflywheel.db.models import Prompt as PromptModel
+from dataflywheel.db.models import Round, Sample, Score
+from dataflywheel.spec import RunSpec, VerifierConfig
+from dataflywheel.verifiers import build
+from tasks import context
+from tasks.verify import MAX_IN_FLIGHT, SAMPLES_PER_SHARD, _prompt_payload, scoring_models
+
+PURPOSES = ("train", "eval", "baseline")
+
+
+@dataclass(frozen=True)
+class RescoreResult:
+    """One verifier's rescore: how many samples it covered and what it added."""
+
+    verifier: str
+    version: str
+    samples: int
+    already_scored: int
+    inserted: int
+    passed: int
+    failed: int
+    unscorable: int
+
+
+def resolve_configs(
+    spec: RunSpec, names: Sequence[str], extra: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Verifier configurations by name from the run's spec, plus ``extra`` ones (validated)."""
+    known = {v.name: v.model_dump(mode="json") for v in spec.verification.verifiers}
+    configs = []
+    for name in names:
+        if name not in known:
+            raise LookupError(
+                f"--verifier {name!r}: run's spec has verifiers {sorted(known)}; pass a "
+                "configuration file with --config to score with another verifier"
+            )
+        configs.append(known[name])
+    adapter = TypeAdapter(VerifierConfig)
+    configs += [adapter.validate_python(c).model_dump(mode="json") for c in extra]
+    seen = [c["name"] for c in configs]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"each verifier may be rescored once per call, got {seen}")
+    if not configs:
+        raise ValueError("name at least one verifier (--verifier NAME or --config FILE)")
+    return configs
+
+
+def rescore_run(
+    run_id: int,
+    configs: list[dict[str, Any]],
+    purposes: Sequence[str] = PURPOSES,
+    round_index: int | None = None,
+) -> list[RescoreResult]:
+    """Score the run's samples of ``purposes`` (one round, or all) with each config."""
+    import ray
+
+    from workers import pool
+    from workers.verify import score_shard
+
+    versions = [(c["name"], build(c).version) for c in configs]
+    with context.session() as session:
+        queries.get_run(session, run_id)  # raises LookupError for an unknown run
+        where = [Round.run_id == run_id, Sample.purpose.in_(list(purposes))]
+        if round_index is not None:
+            where.append(Round.index == round_index)
+        samples = session.execute(
+            sa.select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text)
+            .join(Round, Round.id == Sample.round_id)
+            .where(*where)
+            .order_by(Sample.round_id, Sample.prompt_id, Sample.sample_index)
+        ).all()
+        ids = [s.id for s in samples]
+        done: dict[tuple[str, str], set[int]] = {}
+        for name, version in versions:
+            done[(name, version)] = set(
+                session.scalars(
+                    sa.select(Score.sample_id).where(
+                        Score.verifier == name,
+                        Score.verifier_version == version,
+                        Score.sample_id.in_(ids),
+                    )
+                )
+            )
+        prompt_ids = sorted({s.prompt_id for s in samples})
+        prompts = {
+            p.id: _prompt_payload(p)
+            for p in session.execute(
+                sa.select(PromptModel).where(PromptModel.id.in_(prompt_ids))
+            ).scalars()
+        }
+        models = scoring_models(session, configs, ids)
+
+    inserted = dict.fromkeys(versions, 0)
+    for config, key in zip(configs, versions, strict=True):
+        todo = [s for s in samples if s.id not in done[key]]
+        # Whole prompts per shard (a majority vote compares a prompt's samples); a group
+        # verifier re-scores every sample of a prompt that has any sample missing.
+        if config["name"] == "majority_vote":
+            missing = {s.prompt_id for s in todo}
+            todo = [s for s in samples if s.prompt_id in missing]
+        shards: list[list[tuple[int, int, int, str]]] = [[]]
+        for row in todo:
+            current = shards[-1]
+            if len(current) >= SAMPLES_PER_SHARD and current[-1][1] != row.prompt_id:
+                shards.append(current := [])
+            current.append((row.id, row.prompt_id, row.sample_index, row.text))
+        shards = [s for s in shards if s]
+        if not shards:
+            continue
+        pool.connect(context.settings())
+        queue, in_flight = list(shards), []
+        while queue or in_flight:
+            while queue and len(in_flight) < MAX_IN_FLIGHT:
+                shard = queue.pop(0)
+                needed = {pid: prompts[pid] for pid in {s[1] for s in shard}}
+                in_flight.append(score_shard.remote([config], needed, shard, models))
+            ready, in_flight = ray.wait(in_flight, num_returns=1)
+            rows, _, _ = ray.get(ready[0])
+            with context.session() as session:
+                counts = ingest.insert_scores(session, [ingest.ScoreRow(**r) for r in rows])
+            inserted[key] += counts.inserted
+    return _summaries(versions, ids, done, inserted)
+
+
+def _summaries(
+    versions: list[tuple[str, str]],
+    ids: list[int],
+    done: dict[tuple[str, str], set[int]],
+    inserted: dict[tuple[str, str], int],
+) -> list[RescoreResult]:
+    out = []
+    verdict = sa.case(
+        (Score.status == "unscorable", "unscorable"),
+        (Score.passed.is_(True), "passed"),
+        else_="failed",
+    )
+    with context.session() as session:
+        for name, version in versions:
+            tally = dict(
+                session.execute(
+                    sa.select(verdict, sa.func.count())
+                    .where(
+                        Score.verifier == name,
+                        Score.verifier_version == version,
+                        Score.sample_id.in_(ids),
+                    )
+                    .group_by(verdict)
+                ).all()
+            )
+            out.append(
+                RescoreResult(
+                    verifier=name,
+                    version=version,
+                    samples=len(ids),
+                    already_scored=len(done[(name, version)]),
+                    inserted=inserted[(name, version)],
+                    passed=tally.get("passed", 0),
+                    failed=tally.get("failed", 0),
+                    unscorable=tally.get("unscorable", 0),
+                )
+            )
+    return out
