@@ -9,15 +9,39 @@ loaded model instead of starting a new one.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from dataflywheel.config import Settings
 
 NAMESPACE = "flywheel"
+# A named actor that is not detached is still reference counted: once the last handle in
+# this process goes away (when the generate task returns) Ray kills it, and the next stage
+# paid a new vLLM engine (~45-60 s) instead of an in-place weight reload. The driver keeps
+# one handle per actor here until release_generators (the actors still die with the driver).
+_HANDLES: dict[str, Any] = {}
 
 
 class RayUnavailable(RuntimeError):
     """The configured Ray cluster does not answer; the message says what to do."""
+
+
+def probe(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast, before any work is recorded, when the configured cluster does not answer
+    (``ray.init`` would otherwise retry for a minute and then fail inside a task)."""
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as exc:
+        raise RayUnavailable(
+            f"the Ray cluster at FLYWHEEL_RAY_ADDRESS={address} does not answer ({exc}). "
+            "Start it (`ray start --head --port PORT`) and point FLYWHEEL_RAY_ADDRESS at "
+            "host:PORT (or ray://host:10001 for a Ray client), or unset FLYWHEEL_RAY_ADDRESS "
+            "to use a local Ray"
+        ) from exc
 
 
 def connect(settings: Settings) -> None:
@@ -26,6 +50,7 @@ def connect(settings: Settings) -> None:
 
     if ray.is_initialized():
         return
+    probe(settings.ray_address)
     # Workers inherit the driver's environment; they need the same FLYWHEEL_* settings to
     # reach the database and the store, and must not fight over BLAS threads.
     env = {k: v for k, v in os.environ.items() if k.startswith(("FLYWHEEL_", "VLLM_"))}
@@ -45,10 +70,11 @@ def connect(settings: Settings) -> None:
                 include_dashboard=False,
                 log_to_driver=False,
             )
-    except ConnectionError as exc:
+    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
         raise RayUnavailable(
             f"cannot connect to the Ray cluster at FLYWHEEL_RAY_ADDRESS={settings.ray_address}: "
-            f"{exc}. Start the cluster (`ray start --head`), or unset FLYWHEEL_RAY_ADDRESS to "
+            f"{exc}. Start the cluster (`ray start --head`) and give this process its token "
+            "(RAY_AUTH_TOKEN, as on the cluster's nodes), or unset FLYWHEEL_RAY_ADDRESS to "
             "use a local Ray"
         ) from exc
 
@@ -63,11 +89,18 @@ def generator(
     num_gpus: float = 0,
 ):  # noqa: ANN201 - an ActorHandle
     """The run's generator actor number ``index``, created on first use."""
+    import ray
+
     from workers.generator import GeneratorWorker
 
     settings = _settings_for_workers()
-    return GeneratorWorker.options(
-        name=f"generator-run{run_id}-{index}",
+    name = f"generator-run{run_id}-{index}"
+    # Keyed by the Ray job too: a handle from an earlier ray.init in this process is dead.
+    key = f"{ray.get_runtime_context().get_job_id()}/{name}"
+    if key in _HANDLES:  # the creating handle: a borrowed one does not keep the actor alive
+        return _HANDLES[key]
+    _HANDLES[key] = GeneratorWorker.options(
+        name=name,
         namespace=NAMESPACE,
         get_if_exists=True,
         num_cpus=num_cpus,
@@ -81,6 +114,7 @@ def generator(
         settings["cache_dir"],
         backend_options,
     )
+    return _HANDLES[key]
 
 
 def release_generators(run_id: int, count: int = 8) -> None:
@@ -93,6 +127,8 @@ def release_generators(run_id: int, count: int = 8) -> None:
         except ValueError:
             continue
         ray.kill(actor)
+        job = ray.get_runtime_context().get_job_id()
+        _HANDLES.pop(f"{job}/generator-run{run_id}-{index}", None)
 
 
 def _settings_for_workers() -> dict[str, Any]:

@@ -1,0 +1,207 @@
+"""Operations commands of ``flywheel``: ``check RUN_ID``, ``replay RUN_ID --round K`` and
+``diff RUN_A:K RUN_B:K``.
+
+Runs in: the user's shell (the CLI process). Plain functions that ``cli.py`` registers with
+its ``friendly_errors`` wrapper (this module does not import ``cli.py``; see
+``cli_report``). ``check`` and ``diff`` only read. ``replay`` plans and proves every input
+present before anything is written, warns loudly when code, packages or verifiers differ
+from the source round's manifest, and only then imports the flow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dataflywheel.config import Settings
+
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+DIFFERENT_EXIT = 3  # `flywheel diff`: the rounds differ (1 stays "error")
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def _schema_ready(settings: Settings) -> None:
+    """Refuse to touch a database whose schema is not the one this code expects."""
+    from dataflywheel.db import migrate
+    from dataflywheel.db.session import DatabaseUnavailable, engine_from_settings
+
+    engine = engine_from_settings(settings)
+    try:
+        current, head = migrate.current(engine), migrate.head()
+    finally:
+        engine.dispose()
+    if current != head:
+        raise DatabaseUnavailable(
+            f"the database is at revision {current or 'base'}, the code needs {head}: "
+            "run `flywheel db upgrade`"
+        )
+
+
+def check(
+    run_id: Annotated[int, typer.Argument(help="The run to check.")],
+    objects: Annotated[
+        bool, typer.Option(help="Also read every object the rows name from the store.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check a run's invariants: exact row counts per round, unique keys, objects present with
+    matching digests, one manifest per finished round, dataset members that passed. Exit 1
+    when any fails."""
+    from dataflywheel.db import invariants
+    from dataflywheel.db.session import engine_from_settings, session_scope
+    from dataflywheel.store import store_from_settings
+
+    settings = Settings()
+    _schema_ready(settings)
+    engine = engine_from_settings(settings)
+    try:
+        with session_scope(engine) as session:
+            found = invariants.check_run(session, run_id)
+            if objects:
+                found += invariants.check_objects(session, run_id, store_from_settings(settings))
+            session.rollback()  # read-only
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps([vars(v) for v in found], indent=2))
+    for violation in found if not as_json else ():
+        err.print(f"[red]✗[/] {escape(str(violation))}", highlight=False, soft_wrap=True)
+    if found:
+        err.print(f"[bold red]run {run_id}: {len(found)} invariant(s) violated[/]")
+        raise typer.Exit(1)
+    if not as_json:
+        out.print(f"[green]run {run_id}: all invariants hold[/]")
+
+
+def replay(
+    run_id: Annotated[int, typer.Argument(help="The run whose round to replay.")],
+    index: Annotated[int, typer.Option("--round", help="The round index to replay.")],
+    strict: Annotated[
+        bool, typer.Option(help="Refuse (exit 1) instead of warning on a version mismatch.")
+    ] = False,
+) -> None:
+    """Re-execute round K of RUN_ID from its manifest into a new run marked as a replay
+    (same spec, input checkpoint, seeds and prompts); print the new run id."""
+    from dataflywheel import replay as replaying
+    from dataflywheel.db.session import engine_from_settings, session_scope
+    from dataflywheel.store import store_from_settings
+
+    settings = Settings()
+    _schema_ready(settings)
+    engine = engine_from_settings(settings)
+    try:
+        with session_scope(engine) as session:
+            plan = replaying.plan_replay(session, run_id, index)
+            replaying.require_inputs(plan, store_from_settings(settings))
+            session.rollback()  # nothing is written before the flow starts
+    except replaying.ReplayError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        engine.dispose()
+    from tasks.replay import mismatches
+
+    warnings = mismatches(plan)
+    if warnings:
+        err.print(
+            f"[bold yellow]WARNING: the environment differs from the one that ran run {run_id} "
+            f"round {index}; the replay may not reproduce it bit for bit:[/]"
+        )
+        for line in warnings:
+            err.print(f"[bold yellow]  - {escape(line)}[/]", highlight=False)
+        if strict:
+            raise _fail("version mismatch and --strict given; nothing was written")
+
+    from dataflywheel.prefect_server import ensure_api
+    from workers.pool import RayUnavailable, probe
+
+    try:
+        probe(settings.ray_address)
+    except RayUnavailable as exc:
+        raise _fail(str(exc)) from None
+    os.environ["FLYWHEEL_DATA_DIR"] = str(settings.resolved_data_dir)
+    os.environ["PREFECT_API_URL"] = ensure_api(settings)
+    from flows.replay import flywheel_replay
+
+    new_id = flywheel_replay(run_id, index, warnings)
+    engine = engine_from_settings(settings)
+    try:
+        with session_scope(engine) as session:
+            rows = replaying.diff_fingerprints(
+                replaying.round_fingerprint(session, run_id, index),
+                replaying.round_fingerprint(session, new_id, index),
+            )
+    finally:
+        engine.dispose()
+    _print_diff(rows, f"run {run_id}", f"replay {new_id}", console=err)
+    print(new_id)
+
+
+def _parse_ref(ref: str) -> tuple[int, int]:
+    run, sep, index = ref.partition(":")
+    if not sep or not run.isdigit() or not index.isdigit():
+        raise typer.BadParameter(f"{ref!r}: expected RUN_ID:ROUND, e.g. 12:1")
+    return int(run), int(index)
+
+
+def diff(
+    a: Annotated[str, typer.Argument(help="RUN_ID:ROUND, e.g. 12:1")],
+    b: Annotated[str, typer.Argument(help="RUN_ID:ROUND, e.g. 14:1")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Compare two rounds: sample, dataset and checkpoint digests, evaluation metrics.
+    Exit 0 when identical, 3 when they differ."""
+    from dataflywheel import replay as replaying
+    from dataflywheel.db.session import engine_from_settings, session_scope
+
+    (run_a, index_a), (run_b, index_b) = _parse_ref(a), _parse_ref(b)
+    settings = Settings()
+    engine = engine_from_settings(settings)
+    try:
+        with session_scope(engine) as session:
+            rows = replaying.diff_fingerprints(
+                replaying.round_fingerprint(session, run_a, index_a),
+                replaying.round_fingerprint(session, run_b, index_b),
+            )
+    finally:
+        engine.dispose()
+    differing = [r for r in rows if r[1] != r[2] and r[0] != "round"]
+    if as_json:
+        doc = {"a": a, "b": b, "identical": not differing, "fields": _json_rows(rows)}
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_diff(rows, a, b, console=out)
+    if differing:
+        raise typer.Exit(DIFFERENT_EXIT)
+
+
+def _json_rows(rows: list[tuple[str, Any, Any]]) -> list[dict[str, Any]]:
+    return [{"field": f, "a": x, "b": y, "same": x == y} for f, x, y in rows]
+
+
+def _print_diff(rows: list[tuple[str, Any, Any]], a: str, b: str, *, console: Console) -> None:
+    table = Table(title=f"{a} vs {b}")
+    for column in ("field", a, b, ""):
+        table.add_column(column, overflow="fold")
+    for field, x, y in rows:
+        same = x == y
+        show = (lambda v: json.dumps(v, sort_keys=True)) if field == "metrics" else str
+        table.add_row(
+            escape(field),
+            escape(show(x)),
+            escape(show(y)) if not same else "=",
+            "[green]same[/]" if same else "[bold red]differs[/]",
+        )
+    console.print(table)

@@ -1,0 +1,28 @@
+"""The ``flywheel_replay`` flow: re-execute one finished round into a new run.
+
+Runs in: the flow process. ``register_replay`` creates the replay run (stand-ins for the
+earlier rounds, the source round's seed and curriculum), then the ordinary
+``flywheel_round`` runs round ``index`` on it — the same code path as the original, so a
+replay tests exactly what ran. ``flywheel diff`` compares the two rounds afterwards.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.flywheel_round import flywheel_round
+from tasks.replay import register_replay
+from tasks.runs import finish_run
+
+
+@flow(name="flywheel_replay", flow_run_name="replay run {run_id} round {index}")
+def flywheel_replay(run_id: int, index: int, warnings: list[str] | None = None) -> int:
+    """Replay round ``index`` of run ``run_id``; returns the new run's id."""
+    replay_id, peers = register_replay(run_id, index, warnings or [])
+    try:
+        flywheel_round(replay_id, index, evaluate_base=False, peers=peers)
+    except BaseException as exc:
+        finish_run(replay_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finish_run(replay_id, "succeeded")
+    return replay_id

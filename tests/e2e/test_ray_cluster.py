@@ -1,0 +1,165 @@
+"""A real two-node Ray cluster of local processes: a round's shards run on both nodes and
+the results equal a single-node run's.
+
+``ray start --head`` plus a second ``ray start --address ...`` node, each with one CPU and
+its own resources; the flow connects through ``FLYWHEEL_RAY_ADDRESS``. The generator actor
+holds one node's CPU for the run, so verification and training land on the other node: the
+ledger's ``worker_node`` must name both. Teardown kills exactly the processes these
+``ray start`` calls created (found by a marker in their environment), never ``ray stop``,
+which would stop every Ray on this shared machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from dataflywheel.config import Settings
+from dataflywheel.db.session import make_engine
+from dataflywheel.spec import load_spec
+
+pytestmark = pytest.mark.slow
+
+
+def _ray_bin() -> str:
+    import sys
+
+    return str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("FLYWHEEL_TEST_RAY_MARK") == mark:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _ray_start(args: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [_ray_bin(), "start", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.fixture
+def two_node_cluster(flywheel_env: Settings) -> Iterator[str]:
+    """Address of a head node and a worker node (1 CPU each), torn down afterwards."""
+    mark = uuid.uuid4().hex
+    temp = tempfile.mkdtemp(prefix="fwray-", dir="/tmp")  # short: Unix socket paths
+    port = _free_port()
+    # Ray ≥ 2.59 authenticates local clusters with a token: every node and the driver (this
+    # process, restored by flywheel_env afterwards) share one.
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex})
+    env = {**os.environ, "FLYWHEEL_TEST_RAY_MARK": mark, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    from ray.util import get_node_ip_address
+
+    address = f"{get_node_ip_address()}:{port}"
+    try:
+        _ray_start(["--head", "--port", str(port), "--include-dashboard", "false",
+                    "--temp-dir", temp, *common], env)  # fmt: skip
+        _ray_start(["--address", address, "--resources", '{"second_node": 1}', *common], env)
+        yield address
+    finally:
+        procs = _marked(mark)
+        for proc in procs:
+            proc.kill()
+        psutil.wait_procs(procs, timeout=15)
+        assert not _marked(mark), "cluster processes survived teardown"
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _q(db_url: str, sql: str, **params: object) -> list[tuple]:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
+    finally:
+        engine.dispose()
+
+
+def _digests(db_url: str, run_id: int) -> list[tuple]:
+    return _q(
+        db_url,
+        "SELECT r.index, d.digest, c.digest, c.status, (SELECT string_agg(s.text, '|' ORDER BY "
+        "p.content_hash, s.purpose, s.sample_index) FROM samples s JOIN prompts p ON "
+        "p.id = s.prompt_id WHERE s.round_id = r.id) FROM rounds r LEFT JOIN datasets d "
+        "ON d.round_id = r.id LEFT JOIN checkpoints c ON c.round_id = r.id "
+        "WHERE r.run_id = :r ORDER BY r.index",
+        r=run_id,
+    )
+
+
+def test_shards_run_on_both_nodes_and_match_a_single_node_run(
+    flywheel_env: Settings, tiny_spec: dict, db_url: str, tmp_path: Path, two_node_cluster: str
+) -> None:
+    import ray
+
+    from flows.flywheel_run import flywheel_run
+    from tasks import context
+
+    tiny_spec["rounds"] = 1
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(tiny_spec))
+    spec = load_spec(spec_file)
+
+    os.environ["FLYWHEEL_RAY_ADDRESS"] = two_node_cluster
+    context.reset()
+    seen: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:  # diagnostics: free CPUs while the run goes
+        while not stop.is_set():
+            if ray.is_initialized():
+                with contextlib.suppress(Exception):
+                    seen.append(ray.available_resources().get("CPU", 0.0))
+            stop.wait(0.2)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    clustered = flywheel_run(spec)
+    stop.set()
+    watcher.join()
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(nodes) == 2
+    used = _q(
+        db_url,
+        "SELECT r.index, s.stage, s.worker_node FROM stage_shards s JOIN rounds r "
+        "ON r.id = s.round_id WHERE r.run_id = :r ORDER BY 1, 2",
+        r=clustered,
+    )
+    where = " ".join(f"{i}:{stage}@{node[:6]}" for i, stage, node in used)
+    assert {node for index, _, node in used if index == 1} == nodes, (
+        where,
+        sorted(nodes),
+        sorted(set(seen)),
+    )
+    ray.shutdown()
+
+    del os.environ["FLYWHEEL_RAY_ADDRESS"]
+    context.reset()
+    single = flywheel_run(spec)
+    assert _digests(db_url, clustered) == _digests(db_url, single)
