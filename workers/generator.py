@@ -30,6 +30,7 @@ from dataflywheel.generation import (
     SamplingConfig,
     make_backend,
 )
+from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.store import ObjectStore, digest_of_key, normalize_key, open_store
 
 
@@ -85,29 +86,22 @@ class GeneratorWorker:
     def apply_chat_template(self, prompts: Sequence[str]) -> list[str]:
         """Each prompt as a user turn in the loaded model's chat template, ready for the
         assistant's reply (the exact text the model is then fed)."""
+        return self.render_prompts(prompts, PromptFormat(chat_template=True))
+
+    def render_prompts(self, prompts: Sequence[str], prompt_format: PromptFormat) -> list[str]:
+        """The exact text the loaded model is fed for each prompt under ``prompt_format``
+        (few-shot exemplars, chat template; see ``generation/prompt_format.py``)."""
         if self.model_path is None:
             raise RuntimeError("GeneratorWorker has no model: call load(model_key, dtype) first")
-        from transformers import AutoTokenizer
+        tokenizer = None
+        if prompt_format.needs_tokenizer:
+            from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        if not tokenizer.chat_template:
-            raise ValueError(
-                f"generation.chat_template: the model {self.model_key} has no chat template; "
-                "set chat_template: false"
-            )
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts
-        ]
-        # Backends tokenize with special tokens; when the tokenizer adds BOS itself, a template
-        # that writes BOS too would feed the model two of them.
-        bos = tokenizer.bos_token
-        adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
-        if adds_bos:
-            texts = [t[len(bos) :] if t.startswith(bos) else t for t in texts]
-        return texts
+            tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        try:
+            return prompt_format.render(prompts, tokenizer)
+        except ValueError as exc:
+            raise ValueError(f"model {self.model_key}: {exc}") from None
 
     def generate(
         self, requests: Sequence[GenerationRequest], sampling: SamplingConfig

