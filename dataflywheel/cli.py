@@ -283,6 +283,13 @@ def _ready_database(settings: Settings) -> None:
 def _prepare_flow_environment(settings: Settings) -> None:
     """Make the flow, its tasks and its Ray workers see the same absolute settings."""
     from dataflywheel.prefect_server import ensure_api
+    from workers.pool import RayUnavailable, probe
+
+    try:  # a cluster that does not answer is refused before anything is recorded
+        probe(settings.ray_address)
+    except RayUnavailable as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
     os.environ["FLYWHEEL_DATA_DIR"] = str(settings.resolved_data_dir)
     os.environ["PREFECT_API_URL"] = ensure_api(settings)
@@ -347,6 +354,16 @@ from dataflywheel import cli_report  # noqa: E402
 app.command("runs")(friendly_errors(cli_report.runs))
 app.command("report")(friendly_errors(cli_report.report))
 app.command("lineage")(friendly_errors(cli_report.lineage))
+from dataflywheel import cli_api  # noqa: E402  (api, api-key, deploy: issue 6)
+
+cli_api.register(app, friendly_errors)
+from dataflywheel import cli_ops  # noqa: E402
+
+for _name in ("check", "replay", "diff"):
+    app.command(_name)(friendly_errors(getattr(cli_ops, _name)))
+from dataflywheel import cli_rescore  # noqa: E402  (rescore: issue 5)
+
+app.command("rescore")(friendly_errors(cli_rescore.rescore))
 
 
 # --- local Prefect server -----------------------------------------------------------------

@@ -154,9 +154,23 @@ class BuiltinPromptsSpec(BaseModel):
         description="addition (n-digit a+b=) or word_problems (1-2 digit add/subtract in words)."
     )
     reversed_digits: bool = Field(False, description="addition only: write digits reversed.")
+    fixed_width: int | None = Field(
+        None,
+        ge=1,
+        le=30,
+        description="addition only: zero-pad operands to this many digits (the answer to one "
+        "more), drawing each operand's digit count on its own; null: no padding.",
+    )
+    commuted_views: bool = Field(
+        False,
+        description="addition only: pose each round's problems both ways (a+b and b+a) so a "
+        "vote can require the views to agree (selection.agree_across_views).",
+    )
     min_difficulty: int = Field(1, ge=1, description="Lowest difficulty level (digits) drawn.")
     max_difficulty: int = Field(1, ge=1, description="Highest difficulty level (digits) drawn.")
-    num_prompts: int = Field(500, ge=1, description="Training prompts drawn per round.")
+    num_prompts: int = Field(
+        500, ge=1, description="Training problems drawn per round (×2 prompts with views)."
+    )
 
     @model_validator(mode="after")
     def _family_bounds(self) -> Self:
@@ -168,6 +182,16 @@ class BuiltinPromptsSpec(BaseModel):
             )
         if self.reversed_digits and self.family != "addition":
             raise ValueError("reversed_digits: applies to the addition family only; remove it")
+        if self.commuted_views and self.family != "addition":
+            raise ValueError("commuted_views: applies to the addition family only; remove it")
+        if self.fixed_width is not None:
+            if self.family != "addition":
+                raise ValueError("fixed_width: applies to the addition family only; remove it")
+            if self.fixed_width < self.max_difficulty:
+                raise ValueError(
+                    f"fixed_width: must be at least max_difficulty ({self.max_difficulty}) so "
+                    f"every operand fits (got {self.fixed_width})"
+                )
         return self
 
 
@@ -194,7 +218,79 @@ class JsonlPromptsSpec(BaseModel):
         return self
 
 
-PromptsSpec = Annotated[BuiltinPromptsSpec | JsonlPromptsSpec, Field(discriminator="kind")]
+class HumanEvalPromptsSpec(BaseModel):
+    """HumanEval's 164 problems (``prompts/humaneval.py``): a fixed held-out part is the eval
+    set, the rest are training prompts; score them with the ``code_tests`` verifier."""
+
+    model_config = FROZEN
+    kind: Literal["humaneval"] = Field("humaneval", description="Prompt source: humaneval.")
+    eval_problems: int = Field(
+        64,
+        ge=1,
+        le=163,
+        description="Problems held out for evaluation (the same ones in every run); the "
+        "other 164 - eval_problems are training prompts.",
+    )
+    num_prompts: int | None = Field(
+        None, ge=1, description="Training problems drawn per round; null: all of them."
+    )
+
+    @property
+    def min_difficulty(self) -> None:
+        """HumanEval has no difficulty levels (the round band is (0, 0))."""
+        return None
+
+    @property
+    def max_difficulty(self) -> None:
+        return None
+
+
+PromptsSpec = Annotated[
+    BuiltinPromptsSpec | JsonlPromptsSpec | HumanEvalPromptsSpec, Field(discriminator="kind")
+]
+
+
+class FewShotExample(BaseModel):
+    """One exemplar shown before every prompt: a prompt and the reply it should get."""
+
+    model_config = FROZEN
+    prompt: str = Field(min_length=1, description="The exemplar's prompt (a user turn).")
+    completion: str = Field(
+        min_length=1, description="Its reply (an assistant turn), in the format to imitate."
+    )
+
+    @field_validator("prompt", "completion")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain text, not only whitespace")
+        return value
+
+
+class FewShotSpec(BaseModel):
+    """Exemplars shown before every generation prompt, train and eval alike (Brown et al.
+    2020). With the chat template they are earlier user/assistant turns; without it, a text
+    prefix of ``prompt + completion`` blocks joined by ``separator``."""
+
+    model_config = FROZEN
+    examples: list[FewShotExample] = Field(
+        min_length=1, max_length=16, description="The exemplars, in the order shown (1-16)."
+    )
+    in_training: bool = Field(
+        False,
+        description="Also show them in SFT/DPO rows; false: train on bare prompts, as STaR "
+        "(Zelikman et al. 2022) does, so the model learns to answer without them.",
+    )
+    separator: str = Field(
+        "\n\n", min_length=1, description="Joins exemplars and prompt without chat_template."
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        prompts = [e.prompt for e in self.examples]
+        if len(set(prompts)) != len(prompts):
+            raise ValueError("examples: each exemplar prompt may appear once")
+        return self
 
 
 class GenerationSpec(BaseModel):
@@ -210,10 +306,20 @@ class GenerationSpec(BaseModel):
     temperature: float = Field(0.8, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass, in (0, 1].")
     max_tokens: int = Field(256, ge=1, description="Most new tokens per completion.")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="transformers backend: sequences per generate call (null: 32); tiny "
+        "models run far faster in big batches.",
+    )
     dtype: Literal["float32", "bfloat16"] = Field(
         "bfloat16", description="Weights/activations dtype."
     )
     chat_template: bool = Field(False, description="Wrap prompts in the model's chat template.")
+    few_shot: FewShotSpec | None = Field(
+        None, description="Exemplars shown before every train and eval prompt; null: none."
+    )
 
     @model_validator(mode="after")
     def _openai_fields(self) -> Self:
@@ -223,6 +329,11 @@ class GenerationSpec(BaseModel):
             )
         if self.backend != "openai" and (self.base_url or self.model_name):
             raise ValueError("base_url: base_url and model_name are used only by backend 'openai'")
+        if self.batch_size is not None and self.backend != "transformers":
+            raise ValueError(
+                "batch_size: used only by backend 'transformers' (vLLM batches on its own); "
+                "remove it"
+            )
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(
                 f"base_url: must start with http:// or https:// (got {self.base_url!r})"
@@ -289,6 +400,14 @@ class TrainingSpec(BaseModel):
     )
     lora: LoraSpec | None = Field(None, description="LoRA shape; only with mode 'lora'.")
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "constant", "cosine"] = Field(
+        "linear", description="After warm-up: linear or cosine decay to 0, or constant."
+    )
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of steps warming up linearly.")
+    weight_decay: float = Field(
+        0.0, ge=0, lt=1, description="AdamW weight decay (helps tiny models generalise)."
+    )
+    adam_beta2: float = Field(0.999, gt=0, lt=1, description="AdamW's second-moment decay.")
     epochs: int | None = Field(1, ge=1, description="Passes over the round's data (or max_steps).")
     max_steps: int | None = Field(None, ge=1, description="Optimiser steps (instead of epochs).")
     batch_size: int = Field(8, ge=1, description="Examples per optimiser step.")
@@ -302,6 +421,13 @@ class TrainingSpec(BaseModel):
     )
     replay_share: float = Field(
         0.0, ge=0, lt=1, description="Share of the mix from earlier rounds."
+    )
+    peers: int = Field(
+        1,
+        ge=1,
+        le=4,
+        description="Models trained side by side from different seeds on the same data; "
+        "peers beyond the first only generate votes (selection.agree_across_peers).",
     )
     labelled_share: float = Field(
         0.0, ge=0, lt=1, description="Share of the mix from labelled prompts."
@@ -440,7 +566,9 @@ class RunSpec(BaseModel):
     )
     rounds: int = Field(1, ge=1, description="Self-improvement rounds to run.")
     model: ModelSpec = Field(description="The base model.")
-    prompts: PromptsSpec = Field(description="Training prompts: a built-in family or a JSONL file.")
+    prompts: PromptsSpec = Field(
+        description="Training prompts: a built-in family, a JSONL file or HumanEval."
+    )
     warmup: WarmupSpec | None = Field(None, description="Labelled SFT before round 1; null: none.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Sampling.")
     verification: VerificationSpec = Field(default_factory=VerificationSpec, description="Scoring.")
@@ -467,7 +595,8 @@ class RunSpec(BaseModel):
     @model_validator(mode="after")
     def _cross_field(self) -> Self:
         for check in (self._method_matches_recipe, self._sample_counts, self._verifier_refs,
-                      self._difficulty_bands, self._model_fits):  # fmt: skip
+                      self._difficulty_bands, self._model_fits, self._peers,
+                      self._code_prompts):  # fmt: skip
             check()
         return self
 
@@ -519,6 +648,22 @@ class RunSpec(BaseModel):
                 "measures agreement, not correctness); list exact_answer, numeric or regex"
             )
 
+    def _peers(self) -> None:
+        if getattr(self.selection, "agree_across_peers", False) and self.training.peers < 2:
+            raise ValueError(
+                "selection.agree_across_peers: needs training.peers ≥ 2 (models that vote)"
+            )
+
+    def _code_prompts(self) -> None:
+        if isinstance(self.prompts, HumanEvalPromptsSpec):
+            if "code_tests" not in self.verification.names:
+                raise ValueError(
+                    "verification.verifiers: HumanEval prompts are scored by running their "
+                    "tests; add {name: code_tests}"
+                )
+            if self.curriculum is not None:
+                raise ValueError("curriculum: HumanEval has no difficulty levels; remove it")
+
     def _difficulty_bands(self) -> None:
         prompts, curriculum = self.prompts, self.curriculum
         if isinstance(prompts, BuiltinPromptsSpec):
@@ -537,6 +682,21 @@ class RunSpec(BaseModel):
                         )
             if curriculum is not None and curriculum.max_level > top:
                 raise ValueError(f"curriculum.max_level: {prompts.family} goes up to {top}")
+            views = getattr(self.selection, "agree_across_views", False)
+            if views and not prompts.commuted_views:
+                raise ValueError(
+                    "selection.agree_across_views: the prompts have one view each; set "
+                    "prompts.commuted_views: true (or turn agree_across_views off)"
+                )
+            width = prompts.fixed_width
+            for section in ("evaluation", "warmup", "curriculum"):
+                bound = "max_level" if section == "curriculum" else "max_difficulty"
+                level = getattr(getattr(self, section), bound, None)
+                if width is not None and level is not None and level > width:
+                    raise ValueError(
+                        f"{section}.{bound}: must be ≤ prompts.fixed_width ({width}) so every "
+                        f"operand fits (got {level})"
+                    )
         if curriculum is None:
             return
         if prompts.max_difficulty is None or prompts.min_difficulty is None:

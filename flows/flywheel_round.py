@@ -24,9 +24,18 @@ from tasks.train import train_checkpoint
 from tasks.verify import score_samples
 
 
+def each(task: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """Run one task per argument tuple, concurrently when there are several (peers)."""
+    if len(calls) == 1:
+        return [task(*calls[0])]
+    futures = [task.submit(*args) for args in calls]
+    return [future.result() for future in futures]
+
+
 @flow(name="flywheel_round", flow_run_name="run {run_id} round {index}")
-def flywheel_round(run_id: int, index: int, evaluate_base: bool = False) -> int:
-    """Run round ``index`` of run ``run_id``; returns the round id."""
+def flywheel_round(run_id: int, index: int, evaluate_base: bool = False, peers: int = 1) -> int:
+    """Run round ``index`` of run ``run_id`` (with ``peers`` models voting); returns the
+    round id."""
     seconds: dict[str, float] = {}
 
     def timed(stage: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -42,11 +51,19 @@ def flywheel_round(run_id: int, index: int, evaluate_base: bool = False) -> int:
         timed("evaluate", score_samples, round_id, "baseline")
         timed("evaluate", evaluate_checkpoint, round_id, base, "baseline")
     if index != WARMUP_INDEX:
-        generator = current_checkpoint(run_id, index)
-        timed("generate", generate_samples, round_id, "train", generator)
+        generators = [current_checkpoint(run_id, index, peer) for peer in range(peers)]
+        timed(
+            "generate",
+            each,
+            generate_samples,
+            [(round_id, "train", g, p) for p, g in enumerate(generators)],
+        )
         timed("verify", score_samples, round_id, "train")
     dataset_id = timed("select", select_dataset, round_id)
-    checkpoint_id = timed("train", train_checkpoint, round_id, dataset_id)
+    # Peers learn the same data side by side; only the run's model (peer 0) is gated.
+    checkpoint_id = timed(
+        "train", each, train_checkpoint, [(round_id, dataset_id, p) for p in range(peers)]
+    )[0]
     if checkpoint_id is not None:
         timed("evaluate", generate_samples, round_id, "eval", checkpoint_id)
         timed("evaluate", score_samples, round_id, "eval")

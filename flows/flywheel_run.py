@@ -25,7 +25,9 @@ def flywheel_run(spec: RunSpec, run_id: int | None = None) -> int:
         prepare_base_model(run_id)
         for position, index in enumerate(round_indices(spec)):
             if not round_finished(run_id, index):
-                flywheel_round(run_id, index, evaluate_base=position == 0)
+                flywheel_round(
+                    run_id, index, evaluate_base=position == 0, peers=spec.training.peers
+                )
     except BaseException as exc:
         finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise

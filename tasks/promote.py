@@ -33,7 +33,7 @@ def promote_checkpoint(round_id: int) -> str:
         run_id = rnd.run_id
         spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
         candidate = session.execute(
-            sa.select(Checkpoint).where(Checkpoint.round_id == round_id)
+            sa.select(Checkpoint).where(Checkpoint.round_id == round_id, Checkpoint.peer == 0)
         ).scalar_one_or_none()
         if candidate is None:
             decision: dict[str, Any] = {"decision": "skipped", "reason": "no training data kept"}
@@ -48,7 +48,9 @@ def promote_checkpoint(round_id: int) -> str:
             incumbent_value = previous.primary_value if previous else None
             promoted = gate(evaluation.primary_value, incumbent_value, spec.promotion.max_drop)
             status = "promoted" if promoted else "rejected"
-            queries.set_checkpoint_status(session, candidate.id, status)
+            # Peers follow the model: the next round's voters come from the same round.
+            for checkpoint in queries.round_checkpoints(session, round_id):
+                queries.set_checkpoint_status(session, checkpoint.id, status)
             decision = {
                 "decision": status,
                 "candidate_checkpoint_id": candidate.id,

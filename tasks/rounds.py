@@ -70,10 +70,11 @@ def round_finished(run_id: int, index: int) -> bool:
 
 
 @task(name="current_checkpoint")
-def current_checkpoint(run_id: int, index: int) -> int:
-    """The checkpoint that generates round ``index``'s samples: the last promoted one."""
+def current_checkpoint(run_id: int, index: int, peer: int = 0) -> int:
+    """The checkpoint that generates round ``index``'s samples: the last promoted one (of
+    ``peer``, when the run trains peers)."""
     with context.session() as session:
-        return queries.last_promoted(session, run_id, index).id
+        return queries.last_promoted(session, run_id, index, peer).id
 
 
 def _git_commit() -> str | None:
@@ -100,13 +101,23 @@ def _packages() -> dict[str, str]:
     return versions
 
 
+def current_versions() -> tuple[dict[str, Any], dict[str, str]]:
+    """(code, packages) as a manifest records them; a replay compares them with the source."""
+    return {"dataflywheel": __version__, "git_commit": _git_commit()}, _packages()
+
+
+def _peer_digests(session: Any, round_id: int) -> dict[str, Any]:
+    peers = [c for c in queries.round_checkpoints(session, round_id) if c.peer > 0]
+    return {"peer_checkpoint_digests": [c.digest for c in peers]} if peers else {}
+
+
 def build_manifest(session: Any, spec: RunSpec, run_hash: str, round_id: int) -> dict[str, Any]:
     """What reproduces the round, and nothing that varies between identical executions
     (timings live beside it in the database, not in the content-addressed object)."""
     rnd = queries.get_round(session, round_id)
     index = rnd.index
     checkpoint = session.execute(
-        sa.select(Checkpoint).where(Checkpoint.round_id == round_id)
+        sa.select(Checkpoint).where(Checkpoint.round_id == round_id, Checkpoint.peer == 0)
     ).scalar_one_or_none()
     parent = (
         session.get(Checkpoint, checkpoint.parent_id)
@@ -123,6 +134,7 @@ def build_manifest(session: Any, spec: RunSpec, run_hash: str, round_id: int) ->
         else plan.train_prompts(spec, index, (band["min_difficulty"], band["max_difficulty"]))
     )
     verifiers = {c.name: build(c).version for c in spec.verification.verifiers}
+    code, packages = current_versions()
     return {
         "round_index": index,
         "spec_hash": run_hash,
@@ -134,8 +146,8 @@ def build_manifest(session: Any, spec: RunSpec, run_hash: str, round_id: int) ->
             "mix": derive_seed(spec.seed, "mix", index),
             "train": derive_seed(spec.seed, "train", index),
         },
-        "code": {"dataflywheel": __version__, "git_commit": _git_commit()},
-        "packages": _packages(),
+        "code": code,
+        "packages": packages,
         "verifiers": verifiers,
         "inputs": {
             "prompts_digest": sha256_hex(canonical_json(sorted(p.content_hash for p in prompts))),
@@ -147,6 +159,7 @@ def build_manifest(session: Any, spec: RunSpec, run_hash: str, round_id: int) ->
         "outputs": {
             "dataset_digest": dataset.digest if dataset else None,
             "checkpoint_digest": checkpoint.digest if checkpoint else None,
+            **_peer_digests(session, round_id),
         },
         "curriculum": band,
     }

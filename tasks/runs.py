@@ -12,7 +12,8 @@ from pathlib import Path
 from prefect import task
 
 from dataflywheel.db import queries
-from dataflywheel.spec import RunSpec, derive_seed, spec_hash
+from dataflywheel.rounds import plan
+from dataflywheel.spec import RunSpec, spec_hash
 from dataflywheel.store import normalize_key
 from tasks import context
 
@@ -33,9 +34,18 @@ def register_run(spec: RunSpec, idempotency_key: str | None = None) -> int:
 
 @task(name="prepare_base_model", retries=1, retry_delay_seconds=5)
 def prepare_base_model(run_id: int) -> int:
-    """The run's base checkpoint, with its weights in the store; returns its id."""
+    """The run's base checkpoint (and one per peer), with weights in the store; returns the
+    run's own base checkpoint id."""
     with context.session() as session:
         spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        # A run created elsewhere (the API, `flywheel resume`) starts running here.
+        queries.set_run_status(session, run_id, "running")
+    ids = [_prepare_base(run_id, spec, peer) for peer in range(spec.training.peers)]
+    return ids[0]
+
+
+def _prepare_base(run_id: int, spec: RunSpec, peer: int) -> int:
+    with context.session() as session:
         checkpoint_id = queries.ensure_checkpoint(
             session,
             run_id=run_id,
@@ -43,16 +53,19 @@ def prepare_base_model(run_id: int) -> int:
             parent_id=None,
             status="base",
             source_uri=spec.model.source,
+            peer=peer,
         )
         if queries.get_checkpoint(session, checkpoint_id).object_key is not None:
             return checkpoint_id
-    key, digest = _materialise(spec)
+    key, digest = _materialise(spec, peer)
     with context.session() as session:
         queries.set_checkpoint_weights(session, checkpoint_id, object_key=key, digest=digest)
     return checkpoint_id
 
 
-def _materialise(spec: RunSpec) -> tuple[str, str]:
+def _materialise(spec: RunSpec, peer: int = 0) -> tuple[str, str]:
+    """The base weights' store key and digest; a built-in tiny model is initialised from a
+    seed of its own per peer (other models are the same weights for every peer)."""
     model = spec.model
     store = context.store()
     if model.kind == "path":
@@ -83,7 +96,7 @@ def _materialise(spec: RunSpec) -> tuple[str, str]:
     return tuple(
         ray.get(
             bootstrap.build_base_model.remote(
-                store_uri, store_options, tiny, derive_seed(spec.seed, "init") % 2**32
+                store_uri, store_options, tiny, plan.init_seed(spec, peer)
             )
         )
     )
@@ -91,9 +104,12 @@ def _materialise(spec: RunSpec) -> tuple[str, str]:
 
 @task(name="finish_run")
 def finish_run(run_id: int, status: str, error: str | None = None) -> None:
-    """Record the run's outcome and free its generator actors (they hold loaded models)."""
+    """Record the run's outcome and free its generator actors (they hold loaded models). A
+    run cancelled meanwhile (API, Prefect UI) stays cancelled: its killed process is not a
+    failure."""
     with context.session() as session:
-        queries.set_run_status(session, run_id, status, error)
+        if queries.get_run(session, run_id).status != "cancelled":
+            queries.set_run_status(session, run_id, status, error)
     import ray
 
     if ray.is_initialized():

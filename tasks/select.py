@@ -17,8 +17,9 @@ from prefect import task
 
 from dataflywheel import recipes
 from dataflywheel.db import queries
-from dataflywheel.db.models import Dataset, Sample, Score
+from dataflywheel.db.models import Checkpoint, Dataset, Sample, Score
 from dataflywheel.db.models import Prompt as PromptModel
+from dataflywheel.recipes import filters
 from dataflywheel.rounds import plan
 from dataflywheel.spec import RunSpec, derive_seed
 from dataflywheel.verifiers import Score as VerifierScore
@@ -50,7 +51,11 @@ def _labelled(spec: RunSpec, session: Any) -> tuple[list[dict], list[dict], dict
     refs = register_prompts(session, plan.warmup_prompts(spec))
     rows, members = [], []
     for position, ref in enumerate(refs):
-        answer = str((ref.prompt.reference or {})["answer"])
+        reference = ref.prompt.reference or {}
+        # Code prompts (HumanEval) are labelled by their canonical solution.
+        answer = str(
+            reference["answer"] if "answer" in reference else reference["canonical_solution"]
+        )
         rows.append({"prompt": ref.prompt.text, "completion": answer, "prompt_id": ref.id})
         members.append({"position": position, "prompt_id": ref.id, "label": answer})
     stats = {"recipe": "labelled", "seen": len(refs), "kept": len(refs), "yield": 1.0}
@@ -59,7 +64,8 @@ def _labelled(spec: RunSpec, session: Any) -> tuple[list[dict], list[dict], dict
 
 def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: ANN202
     samples = session.execute(
-        sa.select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text)
+        sa.select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text, Checkpoint.peer)
+        .join(Checkpoint, Checkpoint.id == Sample.checkpoint_id)
         .where(Sample.round_id == round_id, Sample.purpose == "train")
         .order_by(Sample.prompt_id, Sample.sample_index)
     ).all()
@@ -90,19 +96,27 @@ def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: 
             text=s.text,
             answer=_answer(s.text, scores[s.id], spec),
             scores=scores[s.id],
+            source=s.peer,
         )
         for s in samples
     ]
-    expected = {
-        pid: p.meta["expected_answer_length"]
-        for pid, p in prompts.items()
-        if "expected_answer_length" in p.meta
-    }
     result = recipes.select(
         candidates,
         spec.selection,
         seed=derive_seed(spec.seed, "select", index),
-        expected_lengths=expected or None,
+        facts={pid: recipes.PromptFacts.from_metadata(p.meta) for pid, p in prompts.items()},
+    )
+    # Data filters (dedup, decontamination against the run's eval prompts, length, format)
+    # run after the recipe; their per-filter yields go into datasets.stats.
+    filter_configs = spec.selection.filters
+    needs_eval = any(f.kind == "decontaminate" for f in filter_configs)
+    result = filters.apply_filters(
+        result,
+        filter_configs,
+        filters.FilterContext(
+            prompt_texts={pid: p.text for pid, p in prompts.items()},
+            eval_texts=[p.text for p in plan.eval_prompts(spec)] if needs_eval else (),
+        ),
     )
     rows, members = [], []
     for position, row in enumerate(result.rows):

@@ -63,9 +63,10 @@ def training_mix(
     return mix, [(dataset_id, count / n) for dataset_id, count in shares]
 
 
-@task(name="train_checkpoint", retries=1, retry_delay_seconds=5)
-def train_checkpoint(round_id: int, dataset_id: int) -> int | None:
-    """Train the round's candidate; returns its checkpoint id (None when nothing was kept)."""
+@task(name="train_checkpoint", retries=1, retry_delay_seconds=5, tags=["gpu"])
+def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | None:
+    """Train the round's candidate (or peer ``peer``'s, on the same mix from its own parent
+    with its own seed); returns its checkpoint id (None when nothing was kept)."""
     import ray
 
     from workers import pool
@@ -81,18 +82,20 @@ def train_checkpoint(round_id: int, dataset_id: int) -> int | None:
             return None  # nothing selected: the incumbent stays, the gate records a skip
         from_base = spec.training.init_from == "base" and index != plan.WARMUP_INDEX
         parent = (
-            queries.base_checkpoint(session, run_id)
+            queries.base_checkpoint(session, run_id, peer)
             if from_base
-            else queries.last_promoted(session, run_id, index)
+            else queries.last_promoted(session, run_id, index, peer)
         )
-        config = plan.train_config(spec, index)
+        config = plan.train_config(spec, index, peer)
+        prompt_format = plan.prompt_format(spec, "train")
         checkpoint_id = queries.ensure_checkpoint(
             session,
             run_id=run_id,
             round_id=round_id,
             parent_id=parent.id,
             status="candidate",
-            training_config=asdict(config),
+            peer=peer,
+            training_config={**asdict(config), "prompt_format": prompt_format.describe()},
         )
         checkpoint = queries.get_checkpoint(session, checkpoint_id)
         if checkpoint.object_key is not None:
@@ -105,7 +108,7 @@ def train_checkpoint(round_id: int, dataset_id: int) -> int | None:
     store_uri, store_options, cache_dir = pool.store_args()
     outcome = ray.get(
         train_remote.options(num_cpus=1).remote(
-            store_uri, store_options, parent_key, mix_ref.key, config, config.method
+            store_uri, store_options, parent_key, mix_ref.key, config, config.method, prompt_format
         )
     )
     metrics = {**asdict(outcome.result), "node": outcome.node_id, "mix_key": mix_ref.key}

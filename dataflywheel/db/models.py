@@ -142,14 +142,21 @@ class Checkpoint(Base):
 
     __tablename__ = "checkpoints"
     __table_args__ = (
-        # One base checkpoint per run and one trained checkpoint per round.
-        sa.UniqueConstraint("run_id", "round_id", postgresql_nulls_not_distinct=True),
+        # One base checkpoint per run and one trained checkpoint per round, per peer.
+        sa.UniqueConstraint("run_id", "round_id", "peer", postgresql_nulls_not_distinct=True),
         sa.CheckConstraint(_one_of("status", CHECKPOINT_STATUSES), name="status"),
+        sa.CheckConstraint("peer >= 0", name="peer"),
     )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
     round_id: Mapped[int | None] = mapped_column(sa.ForeignKey("rounds.id", ondelete="CASCADE"))
+    peer: Mapped[int] = mapped_column(
+        sa.SmallInteger,
+        server_default="0",
+        comment="0: the run's model; 1+: peers trained alongside it whose samples only vote "
+        "(training.peers).",
+    )
     parent_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("checkpoints.id", ondelete="RESTRICT"), index=True
     )
@@ -380,3 +387,27 @@ class StageShard(Base):
     created_at: Mapped[datetime] = _created_at()
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class ApiKey(Base):
+    """A bearer key of the HTTP API, stored as the sha256 of the token (never the token)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        # Lookup by hash on every request; a token hashes to one row.
+        sa.UniqueConstraint("token_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text, comment="Who or what holds the key.")
+    prefix: Mapped[str] = mapped_column(
+        sa.Text, comment="The token's first characters, shown in listings to tell keys apart."
+    )
+    token_hash: Mapped[str] = mapped_column(
+        sa.String(64), comment="sha256 hex of the token (a high-entropy random secret)."
+    )
+    created_at: Mapped[datetime] = _created_at()
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None] = mapped_column(
+        comment="Set when revoked: the key no longer authenticates."
+    )

@@ -155,6 +155,7 @@ def ensure_checkpoint(
     status: str,
     source_uri: str | None = None,
     training_config: dict[str, Any] | None = None,
+    peer: int = 0,
 ) -> int:
     """The run's base checkpoint (round_id None) or a round's checkpoint, created once."""
     session.execute(
@@ -162,18 +163,21 @@ def ensure_checkpoint(
         .values(
             run_id=run_id,
             round_id=round_id,
+            peer=peer,
             parent_id=parent_id,
             status=status,
             source_uri=source_uri,
             training_config=training_config,
         )
-        .on_conflict_do_nothing(constraint="uq_checkpoints_run_id_round_id")
+        .on_conflict_do_nothing(constraint="uq_checkpoints_run_id_round_id_peer")
     )
     round_clause = (
         Checkpoint.round_id.is_(None) if round_id is None else Checkpoint.round_id == round_id
     )
     return session.execute(
-        sa.select(Checkpoint.id).where(Checkpoint.run_id == run_id, round_clause)
+        sa.select(Checkpoint.id).where(
+            Checkpoint.run_id == run_id, round_clause, Checkpoint.peer == peer
+        )
     ).scalar_one()
 
 
@@ -207,26 +211,39 @@ def set_checkpoint_status(session: Session, checkpoint_id: int, status: str) -> 
     session.execute(sa.update(Checkpoint).where(Checkpoint.id == checkpoint_id).values(**values))
 
 
-def last_promoted(session: Session, run_id: int, before_index: int) -> Checkpoint:
-    """The newest promoted checkpoint of rounds before ``before_index``, else the base."""
+def last_promoted(session: Session, run_id: int, before_index: int, peer: int = 0) -> Checkpoint:
+    """The newest promoted checkpoint of rounds before ``before_index``, else the base (of
+    ``peer``: a round's peers are promoted or rejected together with its model)."""
     promoted = session.execute(
         sa.select(Checkpoint)
         .join(Round, Round.id == Checkpoint.round_id)
         .where(
             Checkpoint.run_id == run_id,
+            Checkpoint.peer == peer,
             Checkpoint.status == "promoted",
             Round.index < before_index,
         )
         .order_by(Round.index.desc())
         .limit(1)
     ).scalar_one_or_none()
-    return promoted or base_checkpoint(session, run_id)
+    return promoted or base_checkpoint(session, run_id, peer)
 
 
-def base_checkpoint(session: Session, run_id: int) -> Checkpoint:
+def base_checkpoint(session: Session, run_id: int, peer: int = 0) -> Checkpoint:
     return session.execute(
-        sa.select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.round_id.is_(None))
+        sa.select(Checkpoint).where(
+            Checkpoint.run_id == run_id, Checkpoint.round_id.is_(None), Checkpoint.peer == peer
+        )
     ).scalar_one()
+
+
+def round_checkpoints(session: Session, round_id: int) -> list[Checkpoint]:
+    """A round's trained checkpoints: its model first, then its peers."""
+    return list(
+        session.execute(
+            sa.select(Checkpoint).where(Checkpoint.round_id == round_id).order_by(Checkpoint.peer)
+        ).scalars()
+    )
 
 
 def link_training_data(

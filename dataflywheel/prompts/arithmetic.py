@@ -8,6 +8,11 @@ caller derives it from the run seed with ``spec.derive_seed``).
   length-generalisation work on small transformers (Lee et al. 2023, "Teaching Arithmetic to
   Small Transformers"; Lee et al. 2025, "Self-Improving Transformers Overcome Easy-to-Hard and
   Length Generalization Challenges"), because it lets the model emit digits in carry order.
+  With ``fixed_width=W`` every operand is zero-padded to W digits and the answer to W+1
+  (``123+45`` reversed → ``3210+5400=86100``), each operand's digit count is drawn on its own
+  (level n = the longer operand has n digits), and every sequence has the same length. In
+  this format a 2-layer model learns the carry algorithm from a few hundred labels instead of
+  memorising them (docs/results.md).
 * ``word_problems``: one- and two-digit addition/subtraction in words, for an instruction
   model such as SmolLM2 (which answers ``12+7`` wrongly out of the box); difficulty = the
   number of digits of the larger operand (1 or 2). The reply must end with ``Answer: <n>``.
@@ -33,7 +38,7 @@ Split = Literal["train", "eval"]
 # A tenth of every problem space is held out. Changing this (or the salt) moves problems
 # between splits, so both are versioned into every prompt's metadata.
 EVAL_PERMILLE = 100
-SPLIT_SALT = "dataflywheel.arithmetic.split.v1"
+SPLIT_SALT = "dataflywheel.arithmetic.split.v2"
 # Levels with at most this many problems are enumerated and sampled without replacement;
 # larger ones are sampled at random and deduplicated.
 ENUMERATE_LIMIT = 50_000
@@ -64,13 +69,29 @@ class Problem:
         return f"{self.a}{self.op}{self.b}"
 
     @property
+    def fact(self) -> str:
+        """The fact regardless of how it is posed: ``3+5`` and ``5+3`` are one fact."""
+        if self.op == "+":
+            return f"{min(self.a, self.b)}+{max(self.a, self.b)}"
+        return self.key
+
+    def canonical(self) -> Problem:
+        return (
+            Problem(self.op, min(self.a, self.b), max(self.a, self.b)) if self.op == "+" else self
+        )
+
+    def commuted(self) -> Problem:
+        return Problem(self.op, self.b, self.a) if self.op == "+" else self
+
+    @property
     def result(self) -> int:
         return self.a + self.b if self.op == "+" else self.a - self.b
 
 
 def split_of(problem: Problem) -> Split:
-    """The split a problem belongs to, for every seed and family."""
-    digest = hashlib.sha256(f"{SPLIT_SALT}:{problem.key}".encode()).digest()
+    """The split a problem belongs to, for every seed, family and operand order (v2: by
+    fact, so ``5+3`` cannot train a model that is evaluated on ``3+5``)."""
+    digest = hashlib.sha256(f"{SPLIT_SALT}:{problem.fact}".encode()).digest()
     return "eval" if int.from_bytes(digest[:8], "big") % 1000 < EVAL_PERMILLE else "train"
 
 
@@ -88,7 +109,19 @@ class Family:
     level_size: Callable[[int], int]
     enumerate_level: Callable[[int], Iterator[Problem]]
     sample: Callable[[random.Random, int], Problem]
-    render: Callable[[Problem, random.Random, bool], tuple[str, str]]
+    render: Callable[[Problem, random.Random, Layout], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a problem is written: digit order and zero padding (addition only)."""
+
+    reversed_digits: bool = False
+    fixed_width: int | None = None
+
+    def number(self, x: int, width: int | None) -> str:
+        text = str(x).zfill(width) if width else str(x)
+        return text[::-1] if self.reversed_digits else text
 
 
 def _addition_size(n: int) -> int:
@@ -107,15 +140,32 @@ def _addition_sample(rng: random.Random, n: int) -> Problem:
     return Problem("+", rng.choice(digits), rng.choice(digits))
 
 
-def _addition_render(
-    problem: Problem, rng: random.Random, reversed_digits: bool
-) -> tuple[str, str]:
+def _addition_render(problem: Problem, rng: random.Random, layout: Layout) -> tuple[str, str]:
     del rng  # one fixed template: the character-level model learns the format, not wording
+    width = layout.fixed_width
+    answer_width = width + 1 if width else None
+    text = f"{layout.number(problem.a, width)}+{layout.number(problem.b, width)}="
+    return text, layout.number(problem.result, answer_width)
 
-    def fmt(x: int) -> str:
-        return str(x)[::-1] if reversed_digits else str(x)
 
-    return f"{fmt(problem.a)}+{fmt(problem.b)}=", fmt(problem.result)
+def _padded_size(n: int) -> int:
+    """Pairs whose longer operand has exactly n digits."""
+    return (10**n) ** 2 - (10 ** (n - 1)) ** 2 if n > 1 else 100
+
+
+def _padded_all(n: int) -> Iterator[Problem]:
+    top, low = 10**n, (10 ** (n - 1) if n > 1 else 0)
+    for a in range(top):
+        for b in range(top):
+            if max(a, b) >= low:
+                yield Problem("+", a, b)
+
+
+def _padded_sample(rng: random.Random, n: int) -> Problem:
+    # Each operand's digit count is drawn on its own (the longer one has n digits), so short
+    # operands next to long ones — the cases zero padding exists for — are common.
+    long, short = rng.choice(_digit_range(n)), rng.choice(_digit_range(rng.randint(1, n)))
+    return Problem("+", long, short) if rng.random() < 0.5 else Problem("+", short, long)
 
 
 def _word_all(n: int) -> Iterator[Problem]:
@@ -138,9 +188,9 @@ def _word_sample(rng: random.Random, n: int) -> Problem:
     raise AssertionError("word-problem levels are small enough to enumerate")  # pragma: no cover
 
 
-def _word_render(problem: Problem, rng: random.Random, reversed_digits: bool) -> tuple[str, str]:
-    if reversed_digits:
-        raise ValueError("reversed_digits applies to the addition family only")
+def _word_render(problem: Problem, rng: random.Random, layout: Layout) -> tuple[str, str]:
+    if layout != Layout():
+        raise ValueError("reversed_digits and fixed_width apply to the addition family only")
     templates = _ADD_TEMPLATES if problem.op == "+" else _SUB_TEMPLATES
     story = rng.choice(templates).format(
         name=rng.choice(_NAMES), item=rng.choice(_ITEMS), a=problem.a, b=problem.b
@@ -156,18 +206,30 @@ FAMILIES: dict[str, Family] = {
         "word_problems", 1, 2, _word_size, _word_all, _word_sample, _word_render
     ),
 }
+# ``addition`` written with fixed_width: the same facts, another problem space per level.
+FIXED_WIDTH_ADDITION = Family(
+    "addition_fixed_width", 1, 30, _padded_size, _padded_all, _padded_sample, _addition_render
+)
+_BY_NAME = {**FAMILIES, FIXED_WIDTH_ADDITION.name: FIXED_WIDTH_ADDITION}
 
 
-def _allocate(n: int, capacities: list[int], rng: random.Random) -> list[int]:
-    """Spread n prompts evenly over levels, moving what a small level cannot hold elsewhere."""
+def _allocate(
+    n: int, capacities: list[int], rng: random.Random, weights: list[int] | None = None
+) -> list[int]:
+    """Spread n prompts over levels in proportion to ``weights`` (default: evenly), moving
+    what a small level cannot hold elsewhere."""
+    weights = weights or [1] * len(capacities)
     alloc = [0] * len(capacities)
     remaining = n
     open_levels = list(range(len(capacities)))
     while remaining > 0 and open_levels:
-        share, extra = divmod(remaining, len(open_levels))
-        bonus = set(rng.sample(open_levels, extra))
+        total = sum(weights[i] for i in open_levels)
+        quotas = {i: remaining * weights[i] // total for i in open_levels}
+        extra = remaining - sum(quotas.values())
+        for i in rng.sample(open_levels, extra):
+            quotas[i] += 1
         for i in list(open_levels):
-            take = min(share + (i in bonus), capacities[i] - alloc[i])
+            take = min(quotas[i], capacities[i] - alloc[i])
             alloc[i] += take
             remaining -= take
             if alloc[i] >= capacities[i]:
@@ -176,29 +238,35 @@ def _allocate(n: int, capacities: list[int], rng: random.Random) -> list[int]:
 
 
 @lru_cache(maxsize=256)
-def _pool(family: str, level: int, split: Split) -> tuple[Problem, ...]:
-    """Every problem of a small level in one split (cached: the same for every call)."""
-    return tuple(p for p in FAMILIES[family].enumerate_level(level) if split_of(p) == split)
+def _pool(family: str, level: int, split: Split, by_fact: bool) -> tuple[Problem, ...]:
+    """Every problem of a small level in one split (cached: the same for every call); with
+    ``by_fact`` one problem per fact (its canonical order)."""
+    problems = (p for p in _BY_NAME[family].enumerate_level(level) if split_of(p) == split)
+    if by_fact:
+        return tuple(dict.fromkeys(p.canonical() for p in problems))
+    return tuple(problems)
 
 
-def _capacity(family: Family, level: int, split: Split) -> int:
+def _capacity(family: Family, level: int, split: Split, by_fact: bool) -> int:
     if family.level_size(level) <= ENUMERATE_LIMIT:
-        return len(_pool(family.name, level, split))
+        return len(_pool(family.name, level, split, by_fact))
     # Large spaces: the hash split holds ~EVAL_PERMILLE/1000 of them; stay well under that.
     share = EVAL_PERMILLE if split == "eval" else 1000 - EVAL_PERMILLE
-    return family.level_size(level) * share // 2000
+    return family.level_size(level) * share // (4000 if by_fact else 2000)
 
 
 def _problems(
-    family: Family, level: int, split: Split, count: int, rng: random.Random
+    family: Family, level: int, split: Split, count: int, rng: random.Random, by_fact: bool
 ) -> list[Problem]:
     if count == 0:
         return []
     if family.level_size(level) <= ENUMERATE_LIMIT:
-        return rng.sample(_pool(family.name, level, split), count)
+        return rng.sample(_pool(family.name, level, split, by_fact), count)
     chosen: dict[str, Problem] = {}
     for _ in range(100 * count + 1000):
         problem = family.sample(rng, level)
+        if by_fact:
+            problem = problem.canonical()
         if split_of(problem) == split:
             chosen.setdefault(problem.key, problem)
             if len(chosen) == count:
@@ -217,11 +285,18 @@ def generate(
     min_difficulty: int,
     max_difficulty: int,
     reversed_digits: bool = False,
+    fixed_width: int | None = None,
+    commuted_views: bool = False,
 ) -> list[Prompt]:
     """``n`` distinct prompts of ``family`` in ``split``, spread over the difficulty band.
 
-    Deterministic in all arguments. Raises ``ValueError`` when the band cannot hold ``n``
-    distinct problems of that split (e.g. 1-digit addition has only ~90 train problems).
+    With ``fixed_width`` (addition only) the levels get prompts in proportion to how often
+    the longer of two operands with independent, uniform digit counts has that many digits
+    (2k+1 : ..., counted from the band's lowest level). With ``commuted_views`` (addition
+    only) ``n`` distinct facts are drawn and each is posed both ways, ``a+b`` and ``b+a``
+    (one prompt when a = b), the views sharing a ``vote_group``. Deterministic in all
+    arguments. Raises ``ValueError`` when the band cannot hold ``n`` distinct problems of
+    that split (e.g. 1-digit addition has only ~90 train problems).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown prompt family {family!r}; allowed: {', '.join(FAMILIES)}")
@@ -235,41 +310,59 @@ def generate(
         )
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
-    if reversed_digits and family != "addition":
-        raise ValueError("reversed_digits applies to the addition family only")
+    if (reversed_digits or fixed_width or commuted_views) and family != "addition":
+        raise ValueError(
+            "reversed_digits, fixed_width and commuted_views apply to the addition family only"
+        )
+    if fixed_width is not None and fixed_width < max_difficulty:
+        raise ValueError(
+            f"fixed_width ({fixed_width}) must be at least max_difficulty ({max_difficulty})"
+        )
+    layout = Layout(reversed_digits, fixed_width)
+    if fixed_width is not None:
+        fam = FIXED_WIDTH_ADDITION
     rng = random.Random(seed)
     levels = list(range(min_difficulty, max_difficulty + 1))
-    capacities = [_capacity(fam, level, split) for level in levels]
-    counts = _allocate(n, capacities, rng)
+    capacities = [_capacity(fam, level, split, commuted_views) for level in levels]
+    weights = [2 * (lv - min_difficulty) + 1 for lv in levels] if fixed_width else None
+    counts = _allocate(n, capacities, rng, weights)
     if sum(counts) < n:
         raise ValueError(
             f"{family}: only {sum(capacities)} distinct {split} problems exist at difficulty "
             f"{min_difficulty}-{max_difficulty}; ask for at most that many or widen the band"
         )
-    prompt_set = f"{family}_reversed" if reversed_digits else family
+    prompt_set = family + ("_reversed" if reversed_digits else "")
+    prompt_set += f"_w{fixed_width}" if fixed_width else ""
     prompts = []
     for level, count in zip(levels, counts, strict=True):
-        for problem in _problems(fam, level, split, count, rng):
-            text, answer = fam.render(problem, rng, reversed_digits)
-            prompts.append(
-                Prompt(
-                    prompt_set=prompt_set,
-                    split=split,
-                    text=text,
-                    reference={"answer": answer},
-                    difficulty=level,
-                    metadata={
-                        "family": family,
-                        "op": problem.op,
-                        "a": problem.a,
-                        "b": problem.b,
-                        "reversed_digits": reversed_digits,
-                        # The longest answer the problem can have; the majority-vote length
-                        # filter measures answers against it without reading the label.
-                        "expected_answer_length": level + 1,
-                        "split_rule": f"{SPLIT_SALT}/{EVAL_PERMILLE}permille",
-                    },
+        for drawn in _problems(fam, level, split, count, rng, commuted_views):
+            views = dict.fromkeys([drawn, drawn.commuted()] if commuted_views else [drawn])
+            for problem in views:
+                text, answer = fam.render(problem, rng, layout)
+                metadata = {
+                    "family": family,
+                    "op": problem.op,
+                    "a": problem.a,
+                    "b": problem.b,
+                    "reversed_digits": reversed_digits,
+                    # The longest answer the problem can have; the majority-vote length
+                    # filter measures answers against it without reading the label.
+                    "expected_answer_length": level + 1,
+                    "split_rule": f"{SPLIT_SALT}/{EVAL_PERMILLE}permille",
+                }
+                if fixed_width:
+                    metadata["answer_width"] = fixed_width + 1
+                if commuted_views:
+                    metadata["vote_group"] = f"{family}:{problem.fact}"
+                prompts.append(
+                    Prompt(
+                        prompt_set=prompt_set,
+                        split=split,
+                        text=text,
+                        reference={"answer": answer},
+                        difficulty=level,
+                        metadata=metadata,
+                    )
                 )
-            )
     rng.shuffle(prompts)
     return prompts

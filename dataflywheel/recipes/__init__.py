@@ -7,7 +7,7 @@ task can build them from database rows and write the result back as dataset memb
 * out: :class:`SelectionResult` with rows (:class:`SftRow` or :class:`PreferencePair`) and
   :class:`SelectionStats` (what each filter removed, and the yield).
 
-Every recipe is ``select(candidates, config, *, seed, expected_lengths=None)``; the output is
+Every recipe is ``select(candidates, config, *, seed, facts=None)``; the output is
 a deterministic function of its inputs, in (prompt, sample index) order, whatever order the
 candidates came in.
 """
@@ -38,6 +38,50 @@ class Candidate:
     text: str
     answer: str | None
     scores: dict[str, Score] = field(default_factory=dict)
+    source: int = 0  # the peer model that generated it (training.peers)
+
+
+def _vote_group(meta: Mapping[str, Any]) -> str | None:
+    """An arithmetic prompt's group is its fact (``a+b`` and ``b+a`` are one), computed from
+    the operands: a prompt row is shared by every run that drew it, so metadata written by the
+    first one (e.g. a warm-up without views) cannot be relied on for the group."""
+    if meta.get("op") == "+" and isinstance(meta.get("a"), int) and isinstance(meta.get("b"), int):
+        a, b = sorted((meta["a"], meta["b"]))
+        return f"{meta.get('family', 'addition')}:{a}+{b}"
+    return meta.get("vote_group")
+
+
+@dataclass(frozen=True)
+class PromptFacts:
+    """What selection may know about a prompt besides its samples (never its reference).
+
+    ``expected_length``: the longest plausible answer (the length filter's yardstick);
+    ``answer_width``: answers are zero-padded to exactly this many characters;
+    ``reversed_digits``: digits are written least significant first (so padding is on the
+    right); ``vote_group``: prompts that pose the same problem (views such as ``a+b`` and
+    ``b+a``), which a view-consistent vote requires to agree.
+    """
+
+    expected_length: int | None = None
+    answer_width: int | None = None
+    reversed_digits: bool = False
+    vote_group: str | None = None
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> PromptFacts:
+        return cls(
+            expected_length=meta.get("expected_answer_length"),
+            answer_width=meta.get("answer_width"),
+            reversed_digits=bool(meta.get("reversed_digits", False)),
+            vote_group=_vote_group(meta),
+        )
+
+    def significant(self, answer: str) -> str:
+        """The answer without its zero padding (``86100`` reversed → ``861``)."""
+        if self.answer_width is None:
+            return answer
+        stripped = answer.rstrip("0") if self.reversed_digits else answer.lstrip("0")
+        return stripped or "0"
 
 
 @dataclass(frozen=True)
@@ -166,10 +210,10 @@ def select(
     config: BaseModel,
     *,
     seed: int,
-    expected_lengths: Mapping[PromptId, int] | None = None,
+    facts: Mapping[PromptId, PromptFacts] | None = None,
 ) -> SelectionResult:
     """Run the recipe a config names (``config.recipe``)."""
     name = getattr(config, "recipe", None)
     if name not in REGISTRY:
         raise ValueError(f"unknown recipe {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](candidates, config, seed=seed, expected_lengths=expected_lengths)
+    return REGISTRY[name](candidates, config, seed=seed, facts=facts)

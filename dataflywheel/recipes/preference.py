@@ -18,12 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from dataflywheel.recipes import (
     Candidate,
     PreferencePair,
+    PromptFacts,
     PromptId,
     SelectionResult,
     SelectionStats,
     group_by_prompt,
     require_score,
 )
+from dataflywheel.recipes.filters import FilterConfig, filters_field
 
 
 class PreferencePairsConfig(BaseModel):
@@ -44,6 +46,7 @@ class PreferencePairsConfig(BaseModel):
     pair_policy: Literal["best_vs_worst"] = Field(
         default="best_vs_worst", description="How pairs are formed: best_vs_worst, one per prompt."
     )
+    filters: list[FilterConfig] = filters_field()
 
 
 def _value(candidate: Candidate, score_by: str | None) -> float | None:
@@ -65,10 +68,10 @@ def select(
     config: PreferencePairsConfig,
     *,
     seed: int,
-    expected_lengths: Mapping[PromptId, int] | None = None,
+    facts: Mapping[PromptId, PromptFacts] | None = None,
 ) -> SelectionResult:
     """One (best, worst) pair per prompt whose score gap reaches the margin."""
-    del seed, expected_lengths  # deterministic, no length filter
+    del seed, facts  # deterministic, no length filter
     counts = dict.fromkeys(
         (
             "prompts",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dataflywheel.recipes import (
     Candidate,
+    PromptFacts,
     PromptId,
     SelectionResult,
     SelectionStats,
@@ -24,6 +25,7 @@ from dataflywheel.recipes import (
     prompt_rng,
     require_score,
 )
+from dataflywheel.recipes.filters import FilterConfig, filters_field
 
 
 class RejectionSamplingConfig(BaseModel):
@@ -46,6 +48,7 @@ class RejectionSamplingConfig(BaseModel):
         default=True,
         description="Drop samples whose text repeats an earlier sample's of the same prompt.",
     )
+    filters: list[FilterConfig] = filters_field()
 
 
 def _verdict(
@@ -68,10 +71,10 @@ def select(
     config: RejectionSamplingConfig,
     *,
     seed: int,
-    expected_lengths: Mapping[PromptId, int] | None = None,
+    facts: Mapping[PromptId, PromptFacts] | None = None,
 ) -> SelectionResult:
     """Passing, deduplicated samples, at most ``max_per_prompt`` per prompt (seeded draw)."""
-    del expected_lengths  # no length filter in this recipe
+    del facts  # no length filter in this recipe
     counts = dict.fromkeys(
         ("prompts", "passed", "failed", "unscorable", "duplicate", "over_cap", "prompts_kept"), 0
     )

@@ -21,7 +21,10 @@ unknown value is ``null``)::
         "verifiers": [{"name", "version", "passed", "failed", "unscorable",
                        "pass_rate": float | null}],
         "kept": int, "seen": int | null, "yield": float | null,
-        "datasets": [{"id", "name", "kind", "rows", "stats": {...}}],
+        "label_accuracy": float | null,  (pseudo-labels equal to the reference: an audit)
+        "filters": [{"filter", "in", "out", "yield", "removed": {reason: int}}],
+        "diversity": {"rows", "unique_texts", "distinct_1", "distinct_2"} | null,
+        "datasets": [{"id", "name", "kind", "rows", "stats": {...}, "label_accuracy"}],
         "training": {"checkpoint_id", "parent_id", "status", "final_loss", "steps",
                      "seconds", "rows", "dataset_ids": [int]} | null,
         "eval": EVAL | null,
@@ -95,8 +98,18 @@ def _round_json(r: RoundReport) -> dict[str, Any]:
         "kept": r.kept,
         "seen": r.seen,
         "yield": r.yield_,
+        "label_accuracy": r.label_accuracy,
+        "filters": r.filters,
+        "diversity": r.diversity,
         "datasets": [
-            {"id": d.id, "name": d.name, "kind": d.kind, "rows": d.rows, "stats": d.stats}
+            {
+                "id": d.id,
+                "name": d.name,
+                "kind": d.kind,
+                "rows": d.rows,
+                "stats": d.stats,
+                "label_accuracy": d.label_accuracy,
+            }
             for d in r.datasets
         ],
         "training": None

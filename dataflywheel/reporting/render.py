@@ -109,6 +109,11 @@ def table_rows(report: RunReport) -> list[list[str | list[str]]]:
         kept = DASH if not r.datasets else str(r.kept)
         if r.datasets and r.yield_ is not None:
             kept += f" ({fmt_pct(r.yield_)})"
+        if r.label_accuracy is not None:  # audit: how many pseudo-labels were right
+            kept += f"\nlabels {fmt_pct(r.label_accuracy)} right"
+        kept += "".join(f"\n{s['filter']} {fmt_pct(s['yield'])}" for s in r.filters)
+        if r.diversity and r.diversity.get("distinct_2") is not None:
+            kept += f"\ndistinct-2 {r.diversity['distinct_2']:.2f}"
         rows.append(
             [
                 _round_label(r),
@@ -234,6 +239,39 @@ def markdown(report: RunReport, plot: str | None = None) -> str:
         lines += ["## Verifiers", ""]
         headers = ["round", "verifier", "version", "passed", "failed", "unscorable", "pass rate"]
         lines += _md_table(headers, verifier_rows, {3, 4, 5, 6}) + [""]
+
+    health_rows = [
+        [
+            _round_label(r),
+            s["filter"],
+            str(s["in"]),
+            str(s["out"]),
+            fmt_pct(s["yield"]),
+            ", ".join(f"{k} {v}" for k, v in s["removed"].items() if v) or DASH,
+        ]
+        for r in report.rounds
+        for s in r.filters
+    ]
+    diverse = [r for r in report.rounds if r.diversity]
+    if health_rows or diverse:
+        lines += ["## Data health", ""]
+    if health_rows:
+        headers = ["round", "filter", "in", "out", "yield", "removed"]
+        lines += _md_table(headers, health_rows, {2, 3, 4}) + [""]
+    if diverse:
+        div_rows = [
+            [
+                _round_label(r),
+                str(r.diversity["rows"]),
+                str(r.diversity["unique_texts"]),
+                fmt_value(r.diversity.get("distinct_1")),
+                fmt_value(r.diversity.get("distinct_2")),
+            ]
+            for r in diverse
+            if r.diversity is not None
+        ]
+        headers = ["round", "kept rows", "unique texts", "distinct-1", "distinct-2"]
+        lines += _md_table(headers, div_rows, {1, 2, 3, 4}) + [""]
 
     stages = list(STAGES) + sorted(
         {k for r in report.rounds for k in r.stage_seconds} - set(STAGES)

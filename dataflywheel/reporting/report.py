@@ -21,6 +21,8 @@ Definitions (what each number means):
   minus the parent checkpoint's value on the same eval set and metric (the model training
   started from: the incumbent the promotion gate compared against). ``baseline`` is the same
   for the run's base checkpoint (``round_id`` NULL), without a delta.
+* ``filters`` / ``diversity``: the data filters' accounts (rows in, out, yield, removed by
+  reason) and the distinct-n of the kept samples, from the datasets' ``stats``.
 * ``promoted``: the round checkpoint's status as a bool (null while a candidate or absent);
   ``promotion`` the gate's decision from ``manifest.promotion.decision`` (``skipped`` when
   nothing was kept to train on), else derived from the status.
@@ -43,7 +45,9 @@ from dataflywheel.db.models import (
     Checkpoint,
     CheckpointDataset,
     Dataset,
+    DatasetMember,
     Evaluation,
+    Prompt,
     Round,
     Run,
     Sample,
@@ -92,11 +96,15 @@ class EvalSummary:
 
 @dataclass(frozen=True, slots=True)
 class DatasetSummary:
+    """``label_accuracy``: the share of pseudo-labels (members with a ``label``) equal to
+    their prompt's reference answer — an audit for the reader; selection never reads it."""
+
     id: int
     name: str
     kind: str
     rows: int
     stats: dict[str, Any]
+    label_accuracy: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +142,25 @@ class RoundReport:
     @property
     def kept(self) -> int:
         return sum(d.rows for d in self.datasets)
+
+    @property
+    def label_accuracy(self) -> float | None:
+        """Pseudo-label accuracy against the references (an audit), over all datasets."""
+        audited = [(d.label_accuracy, d.rows) for d in self.datasets]
+        audited = [(a, n) for a, n in audited if a is not None]
+        rows = sum(n for _, n in audited)
+        return sum(a * n for a, n in audited) / rows if rows else None
+
+    @property
+    def filters(self) -> list[dict[str, Any]]:
+        """Data-filter accounts (``recipes/filters.py``) of the round's datasets, in order:
+        ``{"filter", "in", "out", "yield", "removed": {reason: n}}``."""
+        return [step for d in self.datasets for step in d.stats.get("filters") or []]
+
+    @property
+    def diversity(self) -> dict[str, Any] | None:
+        """Distinct-n of the kept samples (the round's first dataset that measured it)."""
+        return next((d.stats["diversity"] for d in self.datasets if d.stats.get("diversity")), None)
 
     @property
     def seen(self) -> int | None:
@@ -239,14 +266,15 @@ def run_report(session: Session, run_id: int) -> RunReport:
         ]
         return (summaries[0] if summaries else None), tuple(summaries[1:])
 
-    base = next((c for c in checkpoints if c.round_id is None), None)
+    base = next((c for c in checkpoints if c.round_id is None and c.peer == 0), None)
     baseline = None
     if base is not None:
         first, _ = evals_of(base.id)
         # The baseline is the base model as measured, not a change: it has no delta.
         baseline = _replace_delta(first, None) if first else None
 
-    ckpt_of_round = {c.round_id: c for c in checkpoints if c.round_id is not None}
+    # A round's model (peers only vote; their samples count in the round's totals).
+    ckpt_of_round = {c.round_id: c for c in checkpoints if c.round_id is not None and c.peer == 0}
     reports = []
     for rnd in rounds:
         manifest = rnd.manifest or {}
@@ -332,10 +360,29 @@ def _round_datasets(session: Session, run_id: int) -> dict[int, list[DatasetSumm
         .order_by(Dataset.id)
     )
     found: dict[int, list[DatasetSummary]] = defaultdict(list)
-    for d in session.scalars(stmt):
+    datasets = list(session.scalars(stmt))
+    audit = _label_accuracy(session, [d.id for d in datasets if d.recipe != "labelled"])
+    for d in datasets:
         assert d.round_id is not None
-        found[d.round_id].append(DatasetSummary(d.id, d.name, d.kind, d.row_count, d.stats or {}))
+        found[d.round_id].append(
+            DatasetSummary(d.id, d.name, d.kind, d.row_count, d.stats or {}, audit.get(d.id))
+        )
     return found
+
+
+def _label_accuracy(session: Session, dataset_ids: list[int]) -> dict[int, float]:
+    right = (DatasetMember.label == Prompt.reference["answer"].astext).cast(sa.Integer)
+    stmt = (
+        sa.select(DatasetMember.dataset_id, sa.func.avg(right))
+        .join(Prompt, Prompt.id == DatasetMember.prompt_id)
+        .where(
+            DatasetMember.dataset_id.in_(dataset_ids),
+            DatasetMember.label.is_not(None),
+            Prompt.reference["answer"].is_not(None),
+        )
+        .group_by(DatasetMember.dataset_id)
+    )
+    return {dataset_id: float(share) for dataset_id, share in session.execute(stmt)}
 
 
 def _trained_on(session: Session, checkpoint_ids: list[int]) -> dict[int, list[tuple[int, int]]]:

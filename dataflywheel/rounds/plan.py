@@ -14,9 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataflywheel.generation import GenerationRequest, SamplingConfig
-from dataflywheel.prompts import Prompt, arithmetic
+from dataflywheel.generation.prompt_format import PromptFormat
+from dataflywheel.prompts import Prompt, arithmetic, humaneval
+from dataflywheel.prompts.arithmetic import Split
 from dataflywheel.prompts.jsonl import load_jsonl
-from dataflywheel.spec import BuiltinPromptsSpec, JsonlPromptsSpec, RunSpec, derive_seed
+from dataflywheel.spec import (
+    BuiltinPromptsSpec,
+    HumanEvalPromptsSpec,
+    JsonlPromptsSpec,
+    RunSpec,
+    derive_seed,
+)
 from dataflywheel.training import TrainConfig
 
 Band = tuple[int, int]
@@ -78,20 +86,38 @@ def _draw(prompts: list[Prompt], n: int | None, seed: int) -> list[Prompt]:
     return random.Random(seed).sample(prompts, n)
 
 
+def _builtin(
+    source: BuiltinPromptsSpec,
+    split: Split,
+    n: int,
+    seed: int,
+    low: int,
+    high: int,
+    views: bool = False,
+) -> list[Prompt]:
+    return arithmetic.generate(
+        source.family,
+        split=split,
+        n=n,
+        seed=seed,
+        min_difficulty=low,
+        max_difficulty=high,
+        reversed_digits=source.reversed_digits,
+        fixed_width=source.fixed_width,
+        commuted_views=views,
+    )
+
+
 def train_prompts(spec: RunSpec, round_index: int, band: Band) -> list[Prompt]:
     """The round's training prompts: fresh problems drawn from the band with a round seed."""
     seed = derive_seed(spec.seed, "prompts", round_index)
     source = spec.prompts
     if isinstance(source, BuiltinPromptsSpec):
-        return arithmetic.generate(
-            source.family,
-            split="train",
-            n=source.num_prompts,
-            seed=seed,
-            min_difficulty=band[0],
-            max_difficulty=band[1],
-            reversed_digits=source.reversed_digits,
-        )
+        # Only the rounds' unlabelled problems get views: they exist for the vote.
+        views = source.commuted_views
+        return _builtin(source, "train", source.num_prompts, seed, band[0], band[1], views)
+    if isinstance(source, HumanEvalPromptsSpec):
+        return _draw(humaneval.split_problems(source.eval_problems)[0], source.num_prompts, seed)
     rows = _in_band(_jsonl_rows(source, source.split), band[0], band[1])
     return _draw(rows, source.num_prompts, seed)
 
@@ -105,15 +131,10 @@ def warmup_prompts(spec: RunSpec) -> list[Prompt]:
     seed = derive_seed(spec.seed, "warmup-prompts")
     source = spec.prompts
     if isinstance(source, BuiltinPromptsSpec):
-        return arithmetic.generate(
-            source.family,
-            split="train",
-            n=warmup.num_prompts,
-            seed=seed,
-            min_difficulty=low,
-            max_difficulty=high,
-            reversed_digits=source.reversed_digits,
-        )
+        return _builtin(source, "train", warmup.num_prompts, seed, low, high)
+    if isinstance(source, HumanEvalPromptsSpec):
+        train = humaneval.split_problems(source.eval_problems)[0]
+        return _draw(train, warmup.num_prompts, seed)
     rows = _in_band(_jsonl_rows(source, source.split), low, high)
     return _draw(rows, warmup.num_prompts, seed)
 
@@ -129,14 +150,17 @@ def eval_prompts(spec: RunSpec) -> list[Prompt]:
         return _draw(rows, evaluation.num_prompts, seed)
     if isinstance(source, BuiltinPromptsSpec):
         band = initial_band(spec)
-        return arithmetic.generate(
-            source.family,
-            split="eval",
-            n=evaluation.num_prompts or 200,
-            seed=seed,
-            min_difficulty=low if low is not None else band[0],
-            max_difficulty=high if high is not None else band[1],
-            reversed_digits=source.reversed_digits,
+        return _builtin(
+            source,
+            "eval",
+            evaluation.num_prompts or 200,
+            seed,
+            low if low is not None else band[0],
+            high if high is not None else band[1],
+        )
+    if isinstance(source, HumanEvalPromptsSpec):
+        return _draw(
+            humaneval.split_problems(source.eval_problems)[1], evaluation.num_prompts, seed
         )
     rows = _in_band(_jsonl_rows(source, evaluation.split), low, high)
     return _draw(rows, evaluation.num_prompts, seed)
@@ -156,6 +180,20 @@ def sampling(spec: RunSpec, purpose: str) -> SamplingConfig:
     )
 
 
+def prompt_format(spec: RunSpec, use: str) -> PromptFormat:
+    """How prompts are rendered for ``use``: "generate" (train and eval sampling alike) or
+    "train" (SFT/DPO rows, which carry the exemplars only with few_shot.in_training)."""
+    if use not in ("generate", "train"):
+        raise ValueError(f"use: 'generate' or 'train' (got {use!r})")
+    gen, few = spec.generation, spec.generation.few_shot
+    with_shots = few is not None and (use == "generate" or few.in_training)
+    return PromptFormat(
+        chat_template=gen.chat_template,
+        shots=tuple((e.prompt, e.completion) for e in few.examples) if with_shots else (),
+        separator=few.separator if few is not None else "\n\n",
+    )
+
+
 def samples_per_prompt(spec: RunSpec, purpose: str) -> int:
     return (
         spec.generation.samples_per_prompt if purpose == "train" else spec.eval_samples_per_prompt
@@ -163,13 +201,14 @@ def samples_per_prompt(spec: RunSpec, purpose: str) -> int:
 
 
 def requests(
-    spec: RunSpec, round_index: int, purpose: str, prompts: list[PromptRef]
+    spec: RunSpec, round_index: int, purpose: str, prompts: list[PromptRef], peer: int = 0
 ) -> list[GenerationRequest]:
-    """One request per (prompt, sample index), each with its own derived seed."""
+    """One request per (prompt, sample index), each with its own derived seed. Peer ``p``'s
+    samples take indices ``[p·n, (p+1)·n)``, so every peer's samples are rows of the round."""
     n = samples_per_prompt(spec, purpose)
     out = []
     for ref in prompts:
-        for index in range(n):
+        for index in range(peer * n, (peer + 1) * n):
             seed = derive_seed(
                 spec.seed, "sample", round_index, purpose, ref.prompt.content_hash, index
             )
@@ -181,8 +220,18 @@ def requests(
     return out
 
 
-def train_config(spec: RunSpec, round_index: int) -> TrainConfig:
-    """The trainer's configuration for a round (the warm-up overrides steps and rate)."""
+def _peer_seed(seed: int, peer: int, *labels: object) -> int:
+    return derive_seed(seed, *labels) if peer == 0 else derive_seed(seed, *labels, "peer", peer)
+
+
+def init_seed(spec: RunSpec, peer: int = 0) -> int:
+    """The seed that initialises a built-in tiny model's weights (per peer)."""
+    return _peer_seed(spec.seed, peer, "init") % 2**32
+
+
+def train_config(spec: RunSpec, round_index: int, peer: int = 0) -> TrainConfig:
+    """The trainer's configuration for a round (the warm-up overrides steps and rate); each
+    peer gets its own seed (data order), peer 0 the run's."""
     t = spec.training
     lora = t.lora
     warmup = spec.warmup if round_index == WARMUP_INDEX else None
@@ -201,6 +250,10 @@ def train_config(spec: RunSpec, round_index: int) -> TrainConfig:
         batch_size=t.batch_size,
         beta=t.beta if t.beta is not None else 0.1,
         # numpy (seeded by transformers' set_seed) takes 32-bit seeds only.
-        seed=derive_seed(spec.seed, "train", round_index) % 2**32,
+        seed=_peer_seed(spec.seed, peer, "train", round_index) % 2**32,
         dtype="float32",
+        lr_scheduler=t.lr_scheduler,
+        warmup_ratio=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        adam_beta2=t.adam_beta2,
     )

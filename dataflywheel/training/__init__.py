@@ -43,7 +43,8 @@ class TrainConfig:
 
     Set exactly one of ``epochs`` and ``max_steps``. ``batch_size`` is examples per
     optimiser step (no gradient accumulation). ``warmup_ratio`` is the share of steps with a
-    linear warmup; the schedule then decays linearly to 0. ``beta`` is used by DPO only.
+    linear warmup; the schedule then follows ``lr_scheduler`` (linear or cosine decay to 0,
+    or constant). ``beta`` is used by DPO only.
     ``dtype`` is the training precision: ``float32`` (reproducible on CPU) or ``bfloat16``
     (autocast mixed precision; the saved weights stay float32).
     """
@@ -63,6 +64,8 @@ class TrainConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"
     warmup_ratio: float = 0.0
     weight_decay: float = 0.0
+    lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
+    adam_beta2: float = 0.999
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -81,6 +84,10 @@ class TrainConfig:
             raise ValueError(f"learning_rate: must be > 0 (got {self.learning_rate})")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
+        if self.lr_scheduler not in ("linear", "constant", "cosine"):
+            raise ValueError(f"lr_scheduler: linear, constant or cosine (got {self.lr_scheduler!r})")
+        if not 0 <= self.weight_decay < 1 or not 0 < self.adam_beta2 < 1:
+            raise ValueError("weight_decay: must be in [0, 1) and adam_beta2 in (0, 1)")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype: float32 or bfloat16 (got {self.dtype!r})")
         if self.mode == "lora" and (self.lora_r < 1 or not self.lora_target_modules):

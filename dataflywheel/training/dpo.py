@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.training import PreferenceExample, TrainConfig, TrainResult
 from dataflywheel.training.sft import (
     check_out_dir,
@@ -24,6 +25,7 @@ from dataflywheel.training.sft import (
     load_for_training,
     lora_config,
     quiet,
+    render_prompts,
     save_merged,
     silence,
     step_losses,
@@ -32,9 +34,14 @@ from dataflywheel.training.sft import (
 
 
 def train_dpo(
-    model_dir: Path, examples: Sequence[PreferenceExample], config: TrainConfig, out_dir: Path
+    model_dir: Path,
+    examples: Sequence[PreferenceExample],
+    config: TrainConfig,
+    out_dir: Path,
+    prompt_format: PromptFormat | None = None,
 ) -> TrainResult:
-    """DPO-train the model in ``model_dir`` on ``examples``; write the result to ``out_dir``."""
+    """DPO-train the model in ``model_dir`` on ``examples``; write the result to ``out_dir``.
+    ``prompt_format`` renders each pair's prompt as generation does; None: as it is."""
     if config.method != "dpo":
         raise ValueError(f"method: train_dpo needs method 'dpo' (got {config.method!r})")
     if not examples:
@@ -49,7 +56,7 @@ def train_dpo(
     ref_model = None if config.mode == "lora" else load_for_training(model_dir)[0]
     dataset = Dataset.from_dict(
         {
-            "prompt": [e.prompt for e in examples],
+            "prompt": render_prompts([e.prompt for e in examples], prompt_format, tokenizer),
             "chosen": [e.chosen for e in examples],
             "rejected": [e.rejected for e in examples],
         }

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.training import (
     PreferenceExample,
     SFTExample,
@@ -114,7 +115,11 @@ def trainer_args(config: TrainConfig, scratch: Path) -> dict[str, Any]:
         # transformers 5 folded warmup_ratio into warmup_steps: a float in [0, 1) is a ratio.
         "warmup_steps": config.warmup_ratio,
         "weight_decay": config.weight_decay,
-        "lr_scheduler_type": "linear",
+        "adam_beta2": config.adam_beta2,
+        # transformers' "constant" ignores warm-up steps; the warm-up variant honours both.
+        "lr_scheduler_type": "constant_with_warmup"
+        if config.lr_scheduler == "constant"
+        else config.lr_scheduler,
         "seed": config.seed,
         "data_seed": config.seed,
         "full_determinism": True,
@@ -194,10 +199,25 @@ def check_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
+def render_prompts(
+    prompts: list[str], prompt_format: PromptFormat | None, tokenizer: Any
+) -> list[str]:
+    """Rows hold bare prompts; the model is trained on the text it is sampled with (the
+    chat template, and the exemplars when the run trains with them)."""
+    if prompt_format is None or prompt_format.is_identity:
+        return prompts
+    return prompt_format.render(prompts, tokenizer)
+
+
 def train_sft(
-    model_dir: Path, examples: Sequence[SFTExample], config: TrainConfig, out_dir: Path
+    model_dir: Path,
+    examples: Sequence[SFTExample],
+    config: TrainConfig,
+    out_dir: Path,
+    prompt_format: PromptFormat | None = None,
 ) -> TrainResult:
-    """Fine-tune the model in ``model_dir`` on ``examples``; write the result to ``out_dir``."""
+    """Fine-tune the model in ``model_dir`` on ``examples``; write the result to ``out_dir``.
+    ``prompt_format`` renders each example's prompt as generation does; None: as it is."""
     if config.method != "sft":
         raise ValueError(f"method: train_sft needs method 'sft' (got {config.method!r})")
     if not examples:
@@ -209,9 +229,8 @@ def train_sft(
     from trl import SFTConfig, SFTTrainer
 
     model, tokenizer = load_for_training(model_dir)
-    dataset = Dataset.from_dict(
-        {"prompt": [e.prompt for e in examples], "completion": [e.completion for e in examples]}
-    )
+    prompts = render_prompts([e.prompt for e in examples], prompt_format, tokenizer)
+    dataset = Dataset.from_dict({"prompt": prompts, "completion": [e.completion for e in examples]})
     with determinism_scope(), tempfile.TemporaryDirectory(prefix="sft-") as scratch:
         args = SFTConfig(
             **trainer_args(config, Path(scratch)),

@@ -47,7 +47,12 @@ def test_arithmetic_example_runs_and_reports(tmp_path: Path) -> None:
     print("held-out accuracy per round:", primaries)
     # The warm-up taught the random base model something real...
     assert rounds[0]["eval"]["primary"] > doc["baseline"]["primary"]
-    # ...and the gate never let the incumbent fall more than max_drop below it.
+    # ...every self-labelled round improved on the one before (the issue's target: rising
+    # round over round, by at least 20 points from the first round in the report to the last;
+    # CPU fp32 runs are deterministic, so this is the measured curve of docs/results.md)...
+    assert all(b > a for a, b in zip(primaries, primaries[1:], strict=False)), primaries
+    assert primaries[-1] - primaries[0] >= 0.20, primaries
+    # ...and the pseudo-labels came from the peers' vote, not from the references.
+    assert all(r["kept"] > 0 for r in rounds[1:])
     promoted = [r["eval"]["primary"] for r in rounds if r["promotion"] == "promoted"]
-    assert all(b >= a - 0.01 for a, b in zip(promoted, promoted[1:], strict=False))
-    assert doc["summary"]["promoted_primary"] >= rounds[0]["eval"]["primary"] - 0.01
+    assert doc["summary"]["promoted_primary"] == promoted[-1] == primaries[-1]

@@ -291,7 +291,9 @@ def flywheel_run(engine: sa.Engine) -> dict[str, int]:
             DatasetMember,
             [dict(dataset_id=datasets[0], position=i, prompt_id=prompts[i]) for i in range(4)]
             + [
-                dict(dataset_id=datasets[1], position=i, sample_id=s)
+                # Pseudo-labels: right for even positions, wrong for odd ones (an audit of 1/2).
+                dict(dataset_id=datasets[1], position=i, sample_id=s, prompt_id=prompts[i],
+                     label=str(2 * i) if i % 2 == 0 else "wrong")
                 for i, s in enumerate(passed_by_round[1])
             ]
             + [
@@ -390,6 +392,7 @@ def test_report_json_holds_every_number(flywheel_run: dict[str, int], session: S
     assert [r["promotion"] for r in doc["rounds"]] == ["promoted", "promoted", "rejected"]
     assert [(r["prompts"], r["samples"]) for r in doc["rounds"]] == [(0, 0), (3, 6), (4, 8)]
 
+    assert [r["label_accuracy"] for r in doc["rounds"]] == [None, 0.5, None]
     assert r0["verifiers"] == []
     assert r1["verifiers"] == [
         {
@@ -542,7 +545,8 @@ def test_markdown_and_plot_are_written(
     assert "| base | – | – | – | – | – | – | 0.100 | – |" in md
     assert (
         "| 1 | succeeded | 3 | 6 | exact_answer 66.7%<br>format 80.0% (1 unscorable) "
-        f"| 4 (66.7%) | 0.420 | 0.500 | +0.200 | ✓ #{flywheel_run['c1']} promoted | 2m 05s |"
+        f"| 4 (66.7%)<br>labels 50.0% right | 0.420 | 0.500 | +0.200 "
+        f"| ✓ #{flywheel_run['c1']} promoted | 2m 05s |"
     ) in md
     assert f"| −0.100 | ✗ #{flywheel_run['c2']} rejected | 2m 10s |" in md
     assert "| 0 (warm-up) | succeeded | 0 | 0 | – | 4 | 1.200 | 0.300 | +0.200 |" in md

@@ -9,6 +9,10 @@ HEAVY = ("torch", "transformers", "vllm", "trl", "peft")
 FLOW_SIDE = (
     "flows.flywheel_run",
     "flows.flywheel_round",
+    "flows.replay",
+    "tasks.replay",
+    "dataflywheel.replay",
+    "dataflywheel.db.invariants",
     "tasks.generate",
     "tasks.verify",
     "tasks.select",

@@ -38,7 +38,7 @@ def test_train_prompts_are_fresh_each_round_and_reproducible(spec) -> None:  # n
 def test_eval_prompts_are_held_out_and_fixed(spec) -> None:  # noqa: ANN001
     held_out = plan.eval_prompts(spec)
     assert [p.content_hash for p in held_out] == [p.content_hash for p in plan.eval_prompts(spec)]
-    train_texts = {p.text for i in (1, 2, 3) for p in plan.train_prompts(spec, i, (6, 6))}
+    train_texts = {p.text for i in (1, 2, 3) for p in plan.train_prompts(spec, i, (1, 4))}
     assert not train_texts & {p.text for p in held_out}
 
 
@@ -64,13 +64,25 @@ def test_warmup_training_config_overrides_steps_and_rate(spec) -> None:  # noqa:
 
 def test_curriculum_raises_the_band_past_the_threshold(spec) -> None:  # noqa: ANN001
     assert plan.next_band(spec, (1, 4), 0.99) == (1, 4)  # no curriculum: the band stays
-    spec = spec.model_validate(
-        {
-            **spec.model_dump(),
-            "curriculum": {"threshold": 0.9, "step": 1, "max_level": 6, "mode": "shift"},
-        }
-    )
+    data = spec.model_dump()
+    data["prompts"]["fixed_width"] = None  # the curriculum widens operands past 4 digits
+    data["curriculum"] = {"threshold": 0.9, "step": 1, "max_level": 6, "mode": "shift"}
+    spec = spec.model_validate(data)
     band = plan.initial_band(spec)
     assert plan.next_band(spec, band, 0.1) == band
     assert plan.next_band(spec, band, 0.95) == (band[0] + 1, band[1] + 1)  # mode: shift
     assert plan.next_band(spec, band, None) == band
+
+
+def test_peers_take_their_own_sample_indices_seeds_and_inits(spec) -> None:  # noqa: ANN001
+    prompts = plan.train_prompts(spec, 1, plan.initial_band(spec))[:2]
+    refs = [plan.PromptRef(i, p) for i, p in enumerate(prompts)]
+    n = spec.generation.samples_per_prompt
+    own, peer = plan.requests(spec, 1, "train", refs), plan.requests(spec, 1, "train", refs, 1)
+    assert sorted({r.sample_index for r in own}) == list(range(n))
+    assert sorted({r.sample_index for r in peer}) == list(range(n, 2 * n))
+    assert not {r.seed for r in own} & {r.seed for r in peer}
+    assert plan.train_config(spec, 1).seed != plan.train_config(spec, 1, 1).seed
+    assert plan.init_seed(spec) != plan.init_seed(spec, 1)
+    # Peer 0 keeps the seeds a run without peers has, so adding peers changes no old run.
+    assert plan.train_config(spec, 1, 0) == plan.train_config(spec, 1)

@@ -6,6 +6,7 @@ Runs in: the test process (pure; files only under tmp_path).
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 import json
 from pathlib import Path
 
@@ -114,6 +115,55 @@ def test_reversed_addition_reverses_operands_and_answer() -> None:
         assert p.metadata["expected_answer_length"] == p.difficulty + 1
     # concrete case: 120 + 385 = 505 -> "021+583=" answers "505"
     assert Problem("+", 120, 385).result == 505
+
+
+def test_fixed_width_pads_operands_and_answer_and_weights_long_levels() -> None:
+    prompts = generate(
+        "addition",
+        split="train",
+        n=1600,
+        seed=3,
+        min_difficulty=1,
+        max_difficulty=4,
+        reversed_digits=True,
+        fixed_width=4,
+    )
+    assert len({p.text for p in prompts}) == 1600
+    for p in prompts:
+        a, b = p.metadata["a"], p.metadata["b"]
+        assert p.text == f"{str(a).zfill(4)[::-1]}+{str(b).zfill(4)[::-1]}="
+        assert p.reference == {"answer": str(a + b).zfill(5)[::-1]}
+        assert len(str(max(a, b))) == p.difficulty  # level = the longer operand's digits
+        assert p.metadata["answer_width"] == 5 and p.prompt_set == "addition_reversed_w4"
+    counts = Counter(p.difficulty for p in prompts)
+    # 1:3:5:7 as for independent uniform digit counts (level 1 holds only ~90 problems).
+    assert counts[4] > counts[3] > counts[2] > counts[1]
+    assert abs(counts[4] / counts[2] - 7 / 3) < 0.3
+
+
+def test_commuted_views_pose_each_fact_both_ways_in_one_vote_group() -> None:
+    prompts = generate(
+        "addition",
+        split="train",
+        n=300,
+        seed=4,
+        min_difficulty=1,
+        max_difficulty=3,
+        reversed_digits=True,
+        fixed_width=3,
+        commuted_views=True,
+    )
+    groups: dict[str, list] = {}
+    for p in prompts:
+        groups.setdefault(p.metadata["vote_group"], []).append(p)
+    assert len(groups) == 300
+    for views in groups.values():
+        pairs = {(v.metadata["a"], v.metadata["b"]) for v in views}
+        (a, b) = next(iter(pairs))
+        assert pairs == {(a, b), (b, a)}  # one prompt when a == b
+        assert len({v.reference["answer"] for v in views}) == 1
+    # The split follows the fact, so no order of an eval fact is ever a training prompt.
+    assert all(split_of(Problem("+", p.metadata["b"], p.metadata["a"])) == "train" for p in prompts)
 
 
 def test_word_problems_are_correct_and_non_negative() -> None:

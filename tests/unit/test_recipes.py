@@ -10,7 +10,7 @@ import random
 import pytest
 
 from dataflywheel import recipes
-from dataflywheel.recipes import Candidate, PreferencePair, SftRow, group_by_prompt
+from dataflywheel.recipes import Candidate, PreferencePair, PromptFacts, SftRow, group_by_prompt
 from dataflywheel.recipes.majority import MajorityVoteSelectionConfig
 from dataflywheel.recipes.preference import PreferencePairsConfig
 from dataflywheel.recipes.rejection import RejectionSamplingConfig
@@ -177,7 +177,7 @@ def test_majority_length_filter() -> None:
     config = MajorityVoteSelectionConfig(
         min_agreement=0.2, min_length_ratio=0.5, max_length_ratio=1.0
     )
-    result = _select(cands, config, expected_lengths={1: 4})
+    result = _select(cands, config, facts={1: PromptFacts(expected_length=4)})
     assert [r.label for r in result.rows] == ["1234"]
     assert result.stats.counts["samples_length_filtered"] == 4
     # without the filter the overlong answer wins the vote
@@ -187,7 +187,72 @@ def test_majority_length_filter() -> None:
 def test_majority_length_filter_needs_expected_lengths() -> None:
     config = MajorityVoteSelectionConfig(min_length_ratio=0.5, max_length_ratio=2.0)
     with pytest.raises(ValueError, match="expected answer length for prompt 1"):
-        _select([_cand(1, 0, answer="3")], config, expected_lengths={})
+        _select([_cand(1, 0, answer="3")], config, facts={})
+
+
+def test_majority_fixed_width_filters_format_and_measures_significant_digits() -> None:
+    # Reversed answers padded to 5: "86100" is 168 (3 significant digits); expected ≤ 4.
+    facts = {1: PromptFacts(expected_length=4, answer_width=5, reversed_digits=True)}
+    answers = ["86100", "86100", "8610", "86100x", "00000", "86100"]
+    cands = [_cand(1, i, answer=a) for i, a in enumerate(answers)]
+    config = MajorityVoteSelectionConfig(
+        min_agreement=0.5, min_length_ratio=0.75, max_length_ratio=1.0
+    )
+    result = _select(cands, config, facts=facts)
+    assert [r.label for r in result.rows] == ["86100"]
+    assert result.stats.counts["samples_format_filtered"] == 2  # "8610" and "86100x"
+    assert result.stats.counts["samples_length_filtered"] == 1  # "00000" is 0: one digit
+    assert PromptFacts(answer_width=5, reversed_digits=False).significant("00168") == "168"
+
+
+def test_majority_across_views_keeps_a_problem_only_when_every_view_agrees() -> None:
+    # Prompts 1/2 pose one problem both ways and agree; 3/4 disagree; 5/6: one view is weak.
+    facts = {
+        pid: PromptFacts(vote_group=group)
+        for pid, group in {1: "a", 2: "a", 3: "b", 4: "b", 5: "c", 6: "c", 7: None}.items()
+    }
+    votes = {1: "42", 2: "42", 3: "17", 4: "71", 5: "9", 6: None, 7: "5"}
+    cands = [
+        _cand(pid, i, answer=(answer if i < 3 or pid == 6 else "0"))
+        for pid, answer in votes.items()
+        for i in range(4)
+    ]
+    config = MajorityVoteSelectionConfig(min_agreement=0.75, agree_across_views=True)
+    result = _select(cands, config, facts=facts)
+    assert [(r.prompt_id, r.label) for r in result.rows] == [(1, "42"), (2, "42"), (7, "5")]
+    assert result.stats.counts["prompts_views_disagree"] == 3  # 3, 4 and 5
+    assert result.stats.counts["prompts_no_answer"] == 1  # 6
+    # Without the view rule each prompt stands alone.
+    alone = _select(cands, MajorityVoteSelectionConfig(min_agreement=0.75), facts=facts)
+    assert [r.prompt_id for r in alone.rows] == [1, 2, 3, 4, 5, 7]
+
+
+def test_majority_across_peers_keeps_a_prompt_only_when_every_peer_agrees() -> None:
+    def peer_cands(prompt: int, peer: int, answers: list[str]) -> list[Candidate]:
+        return [
+            Candidate(f"{prompt}:{peer}:{i}", prompt, peer * 4 + i, a, a, {}, source=peer)
+            for i, a in enumerate(answers)
+        ]
+
+    cands = (
+        peer_cands(1, 0, ["7", "7", "7", "7"])  # both peers sure of 7: kept
+        + peer_cands(1, 1, ["7", "7", "7", "1"])
+        + peer_cands(2, 0, ["5", "5", "5", "5"])  # peer 1 is sure of another answer
+        + peer_cands(2, 1, ["6", "6", "6", "6"])
+        + peer_cands(3, 0, ["9", "9", "9", "9"])  # pooled 7/8 agree, but peer 1 only 3/4...
+        + peer_cands(3, 1, ["9", "9", "9", "2"])
+        + peer_cands(4, 0, ["8", "8", "8", "8"])  # ...and here peer 1 only 2/4
+        + peer_cands(4, 1, ["8", "8", "3", "4"])
+    )
+    config = MajorityVoteSelectionConfig(min_agreement=0.75, agree_across_peers=True)
+    result = _select(cands, config)
+    assert [(r.prompt_id, r.label) for r in result.rows] == [(1, "7"), (3, "9")]
+    counts = result.stats.counts
+    assert counts["prompts_tied"] == 1  # prompt 2: pooled 4 against 4
+    assert counts["prompts_peers_disagree"] == 1  # prompt 4: peer 1 below 0.75
+    # Pooled (one model's view of all 8 samples) prompt 4 would pass at 0.75.
+    pooled = _select(cands, MajorityVoteSelectionConfig(min_agreement=0.75))
+    assert [r.prompt_id for r in pooled.rows] == [1, 3, 4]
 
 
 def test_majority_config_band_must_be_whole_and_ordered() -> None:

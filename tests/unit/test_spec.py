@@ -207,6 +207,46 @@ INVALID = {
         "training.replay_share: replay_share + labelled_share must be < 1",
     ),
     "negative_max_drop": ({"promotion": {"max_drop": -0.1}}, "promotion.max_drop: must be ≥ 0"),
+    "fixed_width_on_word_problems": (
+        {"prompts": {"fixed_width": 4}},
+        "prompts.fixed_width: applies to the addition family only",
+    ),
+    "fixed_width_too_narrow": (
+        {"prompts": {"family": "addition", "max_difficulty": 5, "fixed_width": 4}},
+        "prompts.fixed_width: must be at least max_difficulty (5)",
+    ),
+    "eval_wider_than_fixed_width": (
+        {
+            "prompts": {"family": "addition", "max_difficulty": 4, "fixed_width": 4},
+            "evaluation": {"max_difficulty": 5},
+        },
+        "evaluation.max_difficulty: must be ≤ prompts.fixed_width (4)",
+    ),
+    "views_without_views": (
+        {
+            "prompts": {"family": "addition"},
+            "generation": {"samples_per_prompt": 4},
+            "selection": {"recipe": "majority_vote", "agree_across_views": True},
+        },
+        "selection.agree_across_views: the prompts have one view each",
+    ),
+    "commuted_word_problems": (
+        {"prompts": {"commuted_views": True}},
+        "prompts.commuted_views: applies to the addition family only",
+    ),
+    "peers_vote_without_peers": (
+        {
+            "generation": {"samples_per_prompt": 4},
+            "selection": {"recipe": "majority_vote", "agree_across_peers": True},
+        },
+        "selection.agree_across_peers: needs training.peers ≥ 2",
+    ),
+    "too_many_peers": ({"training": {"peers": 5}}, "training.peers: must be ≤ 4"),
+    "batch_size_on_vllm": (
+        {"generation": {"backend": "vllm", "batch_size": 64}},
+        "generation.batch_size: used only by backend 'transformers'",
+    ),
+    "weight_decay_one": ({"training": {"weight_decay": 1.0}}, "training.weight_decay: must be < 1"),
     "primary_table": (
         {
             "evaluation": {
@@ -311,6 +351,9 @@ def test_example_contents() -> None:
     assert isinstance(arithmetic.prompts, BuiltinPromptsSpec)
     assert arithmetic.prompts.family == "addition" and arithmetic.prompts.reversed_digits
     assert arithmetic.warmup is not None and arithmetic.selection.recipe == "majority_vote"
+    # No ground truth after the warm-up: the peers' vote decides.
+    assert arithmetic.selection.agree_across_peers and arithmetic.training.peers == 2
+    assert arithmetic.verification.names == ["exact_answer", "majority_vote"]
     star = load_spec(REPO / "examples" / "smollm2-star.yaml")
     assert star.model.source == "smollm2" and star.generation.backend == "vllm"
     assert star.verification.names == ["exact_answer"]
