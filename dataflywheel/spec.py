@@ -408,6 +408,14 @@ class TrainingSpec(BaseModel):
         0.0, ge=0, lt=1, description="AdamW weight decay (helps tiny models generalise)."
     )
     adam_beta2: float = Field(0.999, gt=0, lt=1, description="AdamW's second-moment decay.")
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="torch threads in the trainer (default: the CPUs Ray granted it, one). The "
+        "generator idles while the trainer runs, so on a CPU machine the trainer can use every "
+        "core. Part of the training config: a replay must use the same count to be bit-exact.",
+    )
     epochs: int | None = Field(1, ge=1, description="Passes over the round's data (or max_steps).")
     max_steps: int | None = Field(None, ge=1, description="Optimiser steps (instead of epochs).")
     batch_size: int = Field(8, ge=1, description="Examples per optimiser step.")

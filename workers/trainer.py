@@ -8,13 +8,17 @@ Inputs and outputs are object-store keys: the base model tree, a JSONL dataset (
 trained folder stored back with ``put_tree``. Everything local lives in a temporary directory
 removed at the end. Declare resources at the call, e.g.
 ``train_checkpoint.options(num_cpus=2).remote(...)``; Ray sets ``OMP_NUM_THREADS`` to the
-CPUs granted, which torch uses as its thread count. Replays are bit-exact on CPU float32 (see
+CPUs granted, which torch uses as its thread count, unless ``config.num_threads`` says
+otherwise (the run spec's ``training.num_threads``: the generator idles while the trainer
+runs, so a CPU machine can give the trainer every core). Replays are bit-exact on CPU float32 (see
 ``dataflywheel/training/sft.py``) provided the thread count is the same.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +40,22 @@ class TrainOutcome:
     node_id: str
 
 
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """torch's thread count for one training run; the worker process keeps its own after."""
+    if count is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @ray.remote
 def train_checkpoint(
     store_uri: str,
@@ -51,7 +71,7 @@ def train_checkpoint(
     if kind != config.method:
         raise ValueError(f"kind {kind!r} does not match config.method {config.method!r}")
     store = open_store(store_uri, **(store_options or {}))
-    with tempfile.TemporaryDirectory(prefix="flywheel-train-") as tmp:
+    with _threads(config.num_threads), tempfile.TemporaryDirectory(prefix="flywheel-train-") as tmp:
         work = Path(tmp)
         base = store.get_tree(base_model_key, work / "base")
         data = store.get_file(dataset_key, work / "data.jsonl")

@@ -256,4 +256,5 @@ def train_config(spec: RunSpec, round_index: int, peer: int = 0) -> TrainConfig:
         warmup_ratio=t.warmup_ratio,
         weight_decay=t.weight_decay,
         adam_beta2=t.adam_beta2,
+        num_threads=t.num_threads,
     )

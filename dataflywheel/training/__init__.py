@@ -45,6 +45,7 @@ class TrainConfig:
     optimiser step (no gradient accumulation). ``warmup_ratio`` is the share of steps with a
     linear warmup; the schedule then follows ``lr_scheduler`` (linear or cosine decay to 0,
     or constant). ``beta`` is used by DPO only.
+    ``num_threads`` is torch's intra-op thread count in the trainer (``None``: what Ray granted).
     ``dtype`` is the training precision: ``float32`` (reproducible on CPU) or ``bfloat16``
     (autocast mixed precision; the saved weights stay float32).
     """
@@ -66,6 +67,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
     adam_beta2: float = 0.999
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -85,9 +87,13 @@ class TrainConfig:
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio: must be in [0, 1) (got {self.warmup_ratio})")
         if self.lr_scheduler not in ("linear", "constant", "cosine"):
-            raise ValueError(f"lr_scheduler: linear, constant or cosine (got {self.lr_scheduler!r})")
+            raise ValueError(
+                f"lr_scheduler: linear, constant or cosine (got {self.lr_scheduler!r})"
+            )
         if not 0 <= self.weight_decay < 1 or not 0 < self.adam_beta2 < 1:
             raise ValueError("weight_decay: must be in [0, 1) and adam_beta2 in (0, 1)")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads: must be ≥ 1 (got {self.num_threads})")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype: float32 or bfloat16 (got {self.dtype!r})")
         if self.mode == "lora" and (self.lora_r < 1 or not self.lora_target_modules):
@@ -100,13 +106,15 @@ class TrainConfig:
 class TrainResult:
     """What a training run did: optimiser ``steps``, the logged loss of every step (TRL's
     per-step log, so ``losses[i]`` is step i+1), the last of them, the number of training
-    ``examples`` and wall-clock ``seconds`` (model load to saved folder)."""
+    ``examples``, wall-clock ``seconds`` (model load to saved folder) and the torch ``threads``
+    it ran on (bit-exact replay on CPU needs the same count)."""
 
     steps: int
     final_loss: float
     losses: list[float]
     examples: int
     seconds: float
+    threads: int = 1
 
 
 __all__ = [

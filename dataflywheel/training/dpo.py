@@ -78,6 +78,8 @@ def train_dpo(
         )
         silence(trainer).train()
         save_merged(trainer.model, tokenizer, out_dir)
+    import torch
+
     losses = step_losses(trainer.state.log_history)
     return TrainResult(
         steps=trainer.state.global_step,
@@ -85,4 +87,5 @@ def train_dpo(
         losses=losses,
         examples=len(examples),
         seconds=time.perf_counter() - started,
+        threads=torch.get_num_threads(),
     )

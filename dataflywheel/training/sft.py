@@ -247,6 +247,8 @@ def train_sft(
         )
         silence(trainer).train()
         save_merged(trainer.model, tokenizer, out_dir)
+    import torch
+
     losses = step_losses(trainer.state.log_history)
     return TrainResult(
         steps=trainer.state.global_step,
@@ -254,4 +256,5 @@ def train_sft(
         losses=losses,
         examples=len(examples),
         seconds=time.perf_counter() - started,
+        threads=torch.get_num_threads(),
     )

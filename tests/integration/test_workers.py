@@ -112,6 +112,7 @@ def test_train_checkpoint_stores_a_new_model(
     )
     assert outcome.model_key != base_key and digest_of_key(outcome.model_key) == outcome.digest
     assert outcome.result.steps == 5 and outcome.result.examples == 10
+    assert outcome.result.threads == 1  # what Ray granted (num_cpus=1)
     assert outcome.node_id == ray.get_runtime_context().get_node_id()
     trained = store.get_tree(outcome.model_key, tmp_path / "trained")
     base = store.get_tree(base_key, tmp_path / "base")
@@ -132,6 +133,30 @@ def test_train_checkpoint_stores_a_new_model(
         )
     )
     assert replay.model_key == outcome.model_key
+
+
+def test_train_checkpoint_uses_the_configured_threads(
+    ray_local: None, store: LocalStore, base_key: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "sft.jsonl"
+    data.write_text(
+        "".join(json.dumps({"prompt": "1+1=", "completion": "2"}) + "\n" for _ in range(4))
+    )
+    config = TrainConfig(
+        method="sft",
+        mode="full",
+        learning_rate=1e-3,
+        batch_size=2,
+        seed=0,
+        max_steps=2,
+        num_threads=2,
+    )
+    outcome: TrainOutcome = ray.get(
+        train_checkpoint.options(num_cpus=1).remote(
+            store.uri, {}, base_key, store.put_file(data).key, config, "sft"
+        )
+    )
+    assert outcome.result.threads == 2  # more than the one CPU Ray granted, as configured
 
 
 def test_train_checkpoint_rejects_mismatched_kind(

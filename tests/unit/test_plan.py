@@ -86,3 +86,12 @@ def test_peers_take_their_own_sample_indices_seeds_and_inits(spec) -> None:  # n
     assert plan.init_seed(spec) != plan.init_seed(spec, 1)
     # Peer 0 keeps the seeds a run without peers has, so adding peers changes no old run.
     assert plan.train_config(spec, 1, 0) == plan.train_config(spec, 1)
+
+
+def test_train_config_carries_the_trainer_thread_count(spec) -> None:  # noqa: ANN001
+    assert plan.train_config(spec, 1).num_threads is None
+    threaded = spec.model_copy(
+        update={"training": spec.training.model_copy(update={"num_threads": 2})}
+    )
+    assert plan.train_config(threaded, 1).num_threads == 2
+    assert plan.train_config(threaded, plan.WARMUP_INDEX).num_threads == 2

@@ -6,8 +6,8 @@ Runs in: the test process (pure; files only under tmp_path).
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest

@@ -270,7 +270,8 @@ def test_registry_builds_each_verifier_meeting_its_protocol() -> None:
 
 
 def test_unknown_verifier_lists_the_allowed_names() -> None:
-    with pytest.raises(ValueError, match="unknown verifier 'bleu'; allowed: code_tests, exact_answer"):
+    allowed = "unknown verifier 'bleu'; allowed: code_tests, exact_answer"
+    with pytest.raises(ValueError, match=allowed):
         build({"name": "bleu"})
 
 
