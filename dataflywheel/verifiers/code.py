@@ -40,6 +40,7 @@ from dataflywheel.verifiers.sandbox import (
     discover_steps,
     run_sandboxed,
 )
+from dataflywheel.verifiers.sandbox import bootstrap as bootstrap_module
 from dataflywheel.verifiers.sandbox import config as config_module
 from dataflywheel.verifiers.sandbox import harness as harness_module
 from dataflywheel.verifiers.sandbox import steps as steps_module
@@ -109,6 +110,7 @@ class CodeTestsVerifier:
             config_module,
             steps_module,
             supervisor_module,
+            bootstrap_module,
             harness_module,
         )
 

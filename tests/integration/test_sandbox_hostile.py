@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 
 from dataflywheel.prompts import Prompt
 from dataflywheel.verifiers import build
-from dataflywheel.verifiers.sandbox import SandboxUnavailable, supervisor
+from dataflywheel.verifiers.sandbox import SandboxConfig, SandboxUnavailable, bootstrap, supervisor
 
 FAST = {"test_timeout_s": 2.0, "timeout_s": 15.0, "cpu_s": 2, "max_output_bytes": 4096}
 CHECK = "def check(candidate):\n    assert candidate() == {expected!r}\n"
@@ -362,4 +363,23 @@ def test_sandbox_runs_as_an_unprivileged_uid_without_capabilities():
     )
     score = run(code)
     assert score.passed, score.details
-    assert os.geteuid() != 0 or str(supervisor.UID_BASE)[:3] in score.details["output"]
+    uid = int(score.details["output"].split()[0])
+    assert (
+        os.geteuid() != 0 or supervisor.UID_BASE <= uid < supervisor.UID_BASE + supervisor.UID_SPAN
+    )
+
+
+def test_harness_refuses_to_run_outside_the_sandbox():
+    # Outside a pid namespace (and as root) the harness's kill(-1) after each step would
+    # SIGKILL the host's processes. The payload is empty, so even a harness without the guard
+    # would stop at reading it, before any step.
+    python = SandboxConfig().python
+    done = subprocess.run(
+        [python, "-I", "-S", "-c", bootstrap.BOOTSTRAP],
+        input=bootstrap.harness_code(python),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert b"refusing to run outside the sandbox" in done.stderr

@@ -2,7 +2,8 @@
 
 Runs in: any worker process (spawns sandboxed subprocesses). ``config.py`` holds the limits,
 ``steps.py`` cuts a test file into steps (pure), ``supervisor.py`` starts bubblewrap, bounds
-and kills it and reads the verdict, and ``harness.py`` is the program that runs inside.
+and kills it and reads the verdict, ``harness.py`` is the program that runs inside, and
+``bootstrap.py`` compiles it ahead and gets it in.
 What it protects against, and what not: docs/sandbox.md.
 """
 

@@ -1,27 +1,32 @@
 """The program that runs *inside* the sandbox: it runs each test step in a fresh child process.
 
-Runs in: the sandbox only, as ``python3 -I -S -c <this file>`` under an unprivileged uid. It
-must not import dataflywheel (nothing but the interpreter's standard library is visible
-there) and it never runs candidate code itself: every step runs in a forked child.
+Runs in: the sandbox only, under an unprivileged uid, as the code object the supervisor
+compiled from this file with the sandbox's own interpreter and sends ahead of the payload (see
+``bootstrap.py``). It must not import dataflywheel (nothing but the
+interpreter's standard library is visible there) and it never runs candidate code itself:
+every step runs in a forked child. It refuses to run as root or outside a pid namespace (its
+``kill(-1)`` would hit the host).
 
-Protocol. stdin carries one ``marshal`` payload from the supervisor (the candidate, the tests,
-the steps, the modules the tests import, the limits and a random per-run ``nonce``); fd 1
-carries this process's JSON-lines records to the supervisor (``ready``, ``syntax`` or
-``tests_error``, one ``step`` per step, ``done``), each with the nonce. A child gets no handle
-on fd 1 (it is replaced by stderr before any candidate code runs, and this process is made
-non-dumpable so /proc/<ppid>/fd cannot reopen it); it reports on a private pipe, and a step
-counts as passed only when the child wrote a record with the nonce *and* exited 0 *and* the
-modules it shares with the tests were left untouched. Whatever the candidate prints goes to
-stderr, which the supervisor keeps (bounded) but never reads a verdict from.
+Protocol. After the harness's code, stdin carries one ``marshal`` payload from the supervisor
+(the candidate, the tests, the steps, the modules the tests import, the limits and a random
+per-run ``nonce``); fd 1 carries this process's JSON-lines records to the supervisor
+(``ready``, ``syntax`` or ``tests_error``, one ``step`` per step, ``done``), each with the
+nonce. A child gets no handle on fd 1 (it is replaced by stderr before any candidate code
+runs, and this process is made non-dumpable so /proc/<ppid>/fd cannot reopen it); it reports
+on a private pipe, and a step counts as passed only when the child wrote a record with the
+nonce *and* exited 0 *and* the modules it shares with the tests were left untouched. Whatever
+the candidate prints goes to stderr, which the supervisor keeps (bounded) but never reads a
+verdict from.
 
 Start-up cost matters (every sample starts one of these), so it imports only built-in modules
-(no json, re or ctypes unless needed) and writes its few flat records by hand.
+(``posix``, not ``os``; ``_ctypes``, not ``ctypes``; no json or re), writes its few flat
+records by hand and ends with ``_exit`` instead of an interpreter shutdown.
 """
 
 import _signal as signal  # the plain module imports enum: slow to start
 import builtins
 import marshal
-import os
+import posix as os  # the functions of os this file uses, without importing os (~1 ms)
 import resource
 import select
 import sys
@@ -72,11 +77,24 @@ def _set_limits(limits):
 
 
 def _undumpable():
-    """PR_SET_DUMPABLE=0: other processes of our uid can no longer open /proc/<us>/fd/*."""
-    try:
-        import ctypes
+    """PR_SET_DUMPABLE=0: other processes of our uid can no longer open /proc/<us>/fd/*.
 
-        return ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) == 0
+    Called through ``_ctypes`` directly: ``import ctypes`` costs ~2 ms of every sample.
+    """
+    try:
+        import _ctypes
+
+        class Int(_ctypes._SimpleCData):
+            _type_ = "i"
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = Int
+
+        class Process:  # what CFuncPtr looks the symbol up in: this program and its libraries
+            _handle = _ctypes.dlopen(None)
+
+        return Function(("prctl", Process))(4, 0, 0, 0, 0) == 0
     except Exception:
         return False
 
@@ -275,7 +293,16 @@ def _step(index, step, code, tests_code, snapshot, nonce, limits, timeout_s):
                 message=fields[5])  # fmt: skip
 
 
+def _in_sandbox():
+    """True under the sandbox's unprivileged uid as a child of its pid namespace's init."""
+    return os.getuid() != 0 and os.getppid() == 1
+
+
 def main():
+    if not _in_sandbox():
+        os.write(2, b"harness.py: refusing to run outside the sandbox (as root or outside a "
+                 b"pid namespace its kill(-1) would hit the host)\n")  # fmt: skip
+        os._exit(2)
     chunks = []
     while True:
         chunk = os.read(0, 1 << 20)
@@ -328,3 +355,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    os._exit(0)  # every record is written (os.write); an interpreter shutdown only costs time

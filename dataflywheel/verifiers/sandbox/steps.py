@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 class TestsParseError(ValueError):
@@ -53,7 +54,20 @@ def _no_required_args(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 
 
 def discover_steps(tests: str, entry_point: str | None = None) -> list[TestStep]:
-    """The steps of a test file; raises :class:`TestsParseError` when it cannot be used."""
+    """The steps of a test file; raises :class:`TestsParseError` when it cannot be used.
+
+    Cached per (tests, entry point): every sample of a prompt brings the same tests, and
+    parsing them costs about as much as the supervisor's own work for a sample.
+    """
+    return list(_steps(tests, entry_point))
+
+
+@lru_cache(maxsize=512)
+def _steps(tests: str, entry_point: str | None) -> tuple[TestStep, ...]:
+    return tuple(_find_steps(tests, entry_point))
+
+
+def _find_steps(tests: str, entry_point: str | None) -> list[TestStep]:
     try:
         module = ast.parse(tests, filename="<tests>")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
@@ -101,10 +115,15 @@ def discover_steps(tests: str, entry_point: str | None = None) -> list[TestStep]
 
 def imported_modules(tests: str) -> list[str]:
     """Absolute module names the tests import anywhere (the harness imports them up front)."""
+    return list(_imports(tests))
+
+
+@lru_cache(maxsize=512)
+def _imports(tests: str) -> tuple[str, ...]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(tests, filename="<tests>")):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names.add(node.module)
-    return sorted(names)
+    return tuple(sorted(names))

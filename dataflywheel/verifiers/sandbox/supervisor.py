@@ -19,6 +19,7 @@ import json
 import marshal
 import os
 import secrets
+import select
 import selectors
 import shutil
 import signal
@@ -30,10 +31,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from dataflywheel.verifiers.sandbox.bootstrap import BOOTSTRAP, HarnessCompileError, harness_code
 from dataflywheel.verifiers.sandbox.config import SandboxConfig
 from dataflywheel.verifiers.sandbox.steps import TestStep, imported_modules
 
-HARNESS_PATH = Path(__file__).with_name("harness.py")
 INSTALL_HINT = "install it with `apt-get install -y bubblewrap` as root (README, Install)"
 # Sandbox uids are drawn from a range no account uses, one per run, so RLIMIT_NPROC counts
 # only that run's processes and the final sweep can kill by uid without touching anything else.
@@ -93,11 +94,6 @@ class SandboxResult:
         )
 
 
-@cache
-def _harness_source() -> str:
-    return HARNESS_PATH.read_text(encoding="utf-8")
-
-
 def _tool(name: str, hint: str) -> str:
     path = shutil.which(name, path=TOOL_PATH)
     if path is None:
@@ -105,7 +101,8 @@ def _tool(name: str, hint: str) -> str:
     return path
 
 
-def _root_mounts() -> list[str]:
+@cache
+def _root_mounts() -> tuple[str, ...]:
     """/usr read-only, and the host's /bin, /lib... as the same symlinks or binds."""
     args = ["--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -114,7 +111,7 @@ def _root_mounts() -> list[str]:
             args += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             args += ["--ro-bind", str(path), str(path)]
-    return args
+    return tuple(args)
 
 
 def build_command(config: SandboxConfig, uid: int) -> list[str]:
@@ -131,7 +128,9 @@ def build_command(config: SandboxConfig, uid: int) -> list[str]:
         args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
         args += ["--unshare-cgroup-try"]
     else:  # an unprivileged user: bubblewrap maps it to `nobody` in a new user namespace
-        args += ["--unshare-all", "--disable-userns", "--uid", "65534", "--gid", "65534"]
+        # --unshare-all only *tries* a user namespace; --disable-userns needs a certain one.
+        args += ["--unshare-all", "--unshare-user", "--disable-userns"]
+        args += ["--uid", "65534", "--gid", "65534"]
     args += _root_mounts()
     args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
     args += ["--perms", "1777", "--size", str(config.tmp_mb * 2**20), "--tmpfs", "/tmp"]
@@ -143,7 +142,7 @@ def build_command(config: SandboxConfig, uid: int) -> list[str]:
         setpriv = _tool("setpriv", "install util-linux (`apt-get install -y util-linux`)")
         args += [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
         args += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
-    return args + [config.python, "-I", "-S", "-B", "-c", _harness_source()]
+    return args + [config.python, "-I", "-S", "-B", "-c", BOOTSTRAP]
 
 
 def kill_uid(uid: int) -> int:
@@ -221,6 +220,25 @@ class _Channel:
                 pipe.close()
 
 
+def _exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to ``timeout`` s for bubblewrap to exit, woken by its pidfd the moment it does
+    (``Popen.wait(timeout)`` polls with growing sleeps: ~0.6 ms a sample on average)."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # already reaped, or a kernel without pidfd (< 5.3): poll instead
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        poller = select.poll()  # not select.select: a busy worker may hold fds past 1024
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    finally:
+        os.close(pidfd)
+
+
 def _parse(records: bytes, nonce: str) -> tuple[list[dict[str, Any]], bool]:
     """The harness's records, and False if any line is not a record with our nonce."""
     parsed, clean = [], True
@@ -282,6 +300,10 @@ def run_sandboxed(
             include={"cpu_s", "memory_mb", "file_size_mb", "open_files", "processes"}
         ),
     }
+    try:
+        stdin = harness_code(config.python) + marshal.dumps(payload)
+    except HarnessCompileError as exc:
+        raise SandboxUnavailable(str(exc)) from exc
     start = time.monotonic()
     proc = subprocess.Popen(
         command,
@@ -292,16 +314,14 @@ def run_sandboxed(
         close_fds=True,
         start_new_session=True,
     )
-    channel = _Channel(proc, marshal.dumps(payload), config.max_output_bytes)
+    channel = _Channel(proc, stdin, config.max_output_bytes)
     try:
         finished = channel.pump(start + config.timeout_s)
         if not finished:
             os.killpg(proc.pid, signal.SIGKILL)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        if not _exited(proc, 5.0):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
     finally:
         channel.close()
         # A clean exit of the sandbox's pid 1 already took every process in its namespace
