@@ -128,8 +128,12 @@ def serve(
 def deploy(
     name: Annotated[str, typer.Option(help="Deployment name.")] = "flywheel",
     flow: Annotated[
-        str, typer.Option(help="Flow to deploy: flywheel_run or flywheel_replay.")
-    ] = "flywheel_run",
+        list[str] | None,
+        typer.Option(
+            help="Flow to deploy (repeatable): flywheel_run, rescore, flywheel_replay "
+            "(default: all three)."
+        ),
+    ] = None,
     pool: Annotated[str, typer.Option(help="Work pool (created, type process, if missing).")] = (
         "flywheel"
     ),
@@ -155,8 +159,9 @@ def deploy(
         Path | None, typer.Option(help="Code checkout the worker runs from [default: this one].")
     ] = None,
 ) -> None:
-    """Register flywheel_run as a Prefect deployment (typed form from the run spec), with an
-    optional schedule, a process work pool and GPU concurrency limits."""
+    """Register flywheel_run, rescore and flywheel_replay as Prefect deployments (typed
+    parameter forms), with an optional schedule for flywheel_run, a process work pool and GPU
+    concurrency limits."""
     from dataflywheel import deploy as deploying
     from dataflywheel.prefect_server import ensure_api
 
@@ -164,13 +169,14 @@ def deploy(
     schedule = deploying.parse_schedule(cron=cron, interval=interval, timezone=timezone)
     options = deploying.DeployOptions(
         name=name,
-        flow=flow,
+        flows=tuple(flow) if flow else tuple(deploying.ENTRYPOINTS),
         work_pool=pool,
         schedule=schedule,
         spec_path=spec,
         gpu_slots=gpu_slots,
         source=source,
     )
+    deploying.check_options(options)  # refused before a Prefect server is started or asked
     api_url = ensure_api(settings)
     result = deploying.deploy(options, api_url)
     out.print(deploying.next_steps(result, api_url), highlight=False, soft_wrap=True)

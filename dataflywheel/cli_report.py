@@ -108,10 +108,10 @@ def report(
     """Per-round numbers of a run: pass rates, yield, loss, the primary metric, promotions."""
     from dataflywheel.reporting import (
         render_table,
+        report_folder,
         report_json,
         run_report,
-        write_markdown,
-        write_plot,
+        write_report,
     )
 
     settings = Settings()
@@ -119,9 +119,7 @@ def report(
     if as_json:
         _print_json(report_json(built))
         return
-    folder = out_dir or settings.resolved_data_dir / "reports" / f"run-{run_id}"
-    plot = write_plot(built, folder / "report.png")
-    md = write_markdown(built, folder / "report.md", plot=plot.name)
+    md, plot = write_report(built, out_dir or report_folder(settings.resolved_data_dir, run_id))
     out.print(render_table(built))
     out.print(f"wrote {md} and {plot}", highlight=False, soft_wrap=True)
 

@@ -1,15 +1,18 @@
 """``flywheel rescore RUN_ID --verifier NAME``: score stored samples again, no regeneration.
 
-Runs in: the user's shell (the CLI process, as the Ray driver). A plain function that
-``cli.py`` registers with its ``friendly_errors`` wrapper. Verifiers are named from the run's
-spec (``--verifier``) or given as configuration files (``--config``: a YAML/JSON mapping such
-as ``{name: llm_judge, model: current}``, relative paths read from the file's folder). The
-work is ``tasks.rescore.rescore_run``: rows are unique per (sample, verifier, version), so a
-second identical rescore inserts nothing.
+Runs in: the user's shell (the CLI process, which becomes the flow process and the Ray
+driver). A plain function that ``cli.py`` registers with its ``friendly_errors`` wrapper.
+Verifiers are named from the run's spec (``--verifier``) or given as configuration files
+(``--config``: a YAML/JSON mapping such as ``{name: llm_judge, model: current}``, relative
+paths read from the file's folder). Every request is checked before anything starts; then the
+``rescore`` Prefect flow (``flows/rescore.py``, the same flow the ``rescore`` deployment runs)
+does the work: rows are unique per (sample, verifier, version), so a second identical rescore
+inserts nothing.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,10 +72,11 @@ def _rescore(
 ) -> None:
     from pydantic import TypeAdapter, ValidationError
 
+    from dataflywheel.config import Settings
     from dataflywheel.db import queries
     from dataflywheel.spec import RunSpec, VerifierConfig, format_errors
     from tasks import context
-    from tasks.rescore import PURPOSES, rescore_run, resolve_configs
+    from tasks.rescore import PURPOSES, resolve_configs
 
     purposes = purpose or list(PURPOSES)
     unknown = sorted(set(purposes) - set(PURPOSES))
@@ -92,8 +96,27 @@ def _rescore(
     context.reset()
     with context.session() as session:
         spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
-    configs = resolve_configs(spec, verifier, extra)
-    results = rescore_run(run_id, configs, purposes, round_index)
+    resolve_configs(spec, verifier, extra)  # refused here, before Prefect or Ray start
+
+    from dataflywheel.prefect_server import ensure_api
+    from workers.pool import RayUnavailable, probe
+
+    settings = Settings()
+    try:
+        probe(settings.ray_address)
+    except RayUnavailable as exc:
+        raise ValueError(str(exc)) from None  # one error line, like the checks above
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api_url = ensure_api(settings)
+    os.environ["FLYWHEEL_DATA_DIR"] = str(settings.resolved_data_dir)
+    os.environ["PREFECT_API_URL"] = api_url
+    context.reset()  # the tasks (and the Ray workers they start) read the settings above
+    from flows.rescore import rescore as rescore_flow
+
+    # Prefect read its settings when tasks.rescore imported it, before the URL was known.
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        results = rescore_flow(run_id, verifier, extra, purposes, round_index)
     table = Table(title=f"run {run_id} rescored ({', '.join(purposes)})")
     for column in ("verifier", "version", "samples", "already", "inserted", "passed", "failed",
                    "unscorable"):  # fmt: skip

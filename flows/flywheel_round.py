@@ -32,7 +32,7 @@ def each(task: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
     return [future.result() for future in futures]
 
 
-@flow(name="flywheel_round", flow_run_name="run {run_id} round {index}")
+@flow(name="flywheel_round", flow_run_name="run {run_id} round {index}", persist_result=False)
 def flywheel_round(run_id: int, index: int, evaluate_base: bool = False, peers: int = 1) -> int:
     """Run round ``index`` of run ``run_id`` (with ``peers`` models voting); returns the
     round id."""

@@ -15,9 +15,15 @@ from tasks.rounds import round_finished
 from tasks.runs import finish_run, prepare_base_model, register_run
 
 
-@flow(name="flywheel_run", flow_run_name="{spec.name}")
+@flow(name="flywheel_run", flow_run_name="{spec.name}", persist_result=False)
 def flywheel_run(spec: RunSpec, run_id: int | None = None) -> int:
-    """Run every round of ``spec``; returns the run id."""
+    """Run every round of ``spec``; returns the run id.
+
+    Args:
+        spec: The run spec (the same document as a spec file).
+        run_id: An existing run to continue instead of registering a new one (`POST /runs`
+            and `flywheel resume` set it).
+    """
     from dataflywheel.rounds.plan import round_indices
 
     run_id = run_id if run_id is not None else register_run(spec)

@@ -15,9 +15,18 @@ from tasks.replay import register_replay
 from tasks.runs import finish_run
 
 
-@flow(name="flywheel_replay", flow_run_name="replay run {run_id} round {index}")
+@flow(
+    name="flywheel_replay", flow_run_name="replay run {run_id} round {index}", persist_result=False
+)
 def flywheel_replay(run_id: int, index: int, warnings: list[str] | None = None) -> int:
-    """Replay round ``index`` of run ``run_id``; returns the new run's id."""
+    """Replay round ``index`` of run ``run_id``; returns the new run's id.
+
+    Args:
+        run_id: The run whose finished round is re-executed.
+        index: The round to replay (its seed, curriculum and input checkpoint are reused).
+        warnings: How the environment differs from the source round's (recorded on the
+            replay; `flywheel replay` fills it in).
+    """
     replay_id, peers = register_replay(run_id, index, warnings or [])
     try:
         flywheel_round(replay_id, index, evaluate_base=False, peers=peers)

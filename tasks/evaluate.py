@@ -12,6 +12,7 @@ from collections import defaultdict
 
 import sqlalchemy as sa
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from dataflywheel.db import queries
 from dataflywheel.db.models import Prompt as PromptModel
@@ -23,7 +24,13 @@ from tasks import context
 EVAL_SET = "heldout"
 
 
-@task(name="evaluate_checkpoint", retries=2, retry_delay_seconds=5)
+@task(
+    name="evaluate_checkpoint",
+    retries=2,
+    retry_delay_seconds=5,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 def evaluate_checkpoint(round_id: int, checkpoint_id: int, purpose: str = "eval") -> float:
     """Record the checkpoint's evaluation; returns the primary metric."""
     with context.session() as session:

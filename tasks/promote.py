@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from dataflywheel.db import queries
 from dataflywheel.db.models import Checkpoint
@@ -25,7 +26,13 @@ def gate(candidate: float, incumbent: float | None, max_drop: float) -> bool:
     return incumbent is None or candidate >= incumbent - max_drop
 
 
-@task(name="promote_checkpoint", retries=2, retry_delay_seconds=5)
+@task(
+    name="promote_checkpoint",
+    retries=2,
+    retry_delay_seconds=5,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 def promote_checkpoint(round_id: int) -> str:
     """Promote or reject the round's candidate; returns the decision."""
     with context.session() as session:

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from dataflywheel import replay
 from dataflywheel.db import queries
@@ -39,7 +40,7 @@ def mismatches(plan: replay.ReplayPlan) -> list[str]:
     )
 
 
-@task(name="register_replay")
+@task(name="register_replay", persist_result=False, cache_policy=NO_CACHE)
 def register_replay(source_run_id: int, index: int, warnings: list[str]) -> tuple[int, int]:
     """Create the replay run of ``source_run_id`` round ``index``; returns its id and how
     many peer models its rounds train."""

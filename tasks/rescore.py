@@ -1,20 +1,24 @@
 """Re-scoring: score a run's stored samples with some verifiers again, without regenerating.
 
-Runs in: the CLI process (``flywheel rescore``) as the Ray driver; the scoring itself runs
-in ``workers.verify.score_shard`` on the Ray CPU pool, exactly as in a round. Scores are
-unique per (sample, verifier, version): samples that already hold a score of the same
-verifier version are skipped before anything is sent to Ray, and the insert is ``ON
-CONFLICT DO NOTHING``, so re-running a rescore changes nothing, while a new verifier
-version (changed code or configuration) adds rows beside the old ones.
+Runs in: Prefect task (the ``rescore`` flow's process, as the Ray driver); the scoring itself
+runs in ``workers.verify.score_shard`` on the Ray CPU pool, exactly as in a round.
+``resolve_verifiers`` turns names of the run's spec and extra configurations into verifier
+configurations; ``rescore_samples`` scores with one of them. Scores are unique per (sample,
+verifier, version): samples that already hold a score of the same verifier version are
+skipped before anything is sent to Ray, and the insert is ``ON CONFLICT DO NOTHING``, so
+re-running a rescore (a retry, a second call) changes nothing, while a new verifier version
+(changed code or configuration) adds rows beside the old ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import TypeAdapter
 
 from dataflywheel.db import ingest, queries
@@ -25,7 +29,8 @@ from dataflywheel.verifiers import build
 from tasks import context
 from tasks.verify import MAX_IN_FLIGHT, SAMPLES_PER_SHARD, _prompt_payload, scoring_models
 
-PURPOSES = ("train", "eval", "baseline")
+Purpose = Literal["train", "eval", "baseline"]
+PURPOSES: tuple[Purpose, ...] = ("train", "eval", "baseline")
 
 
 @dataclass(frozen=True)
@@ -65,19 +70,38 @@ def resolve_configs(
     return configs
 
 
-def rescore_run(
+@task(name="resolve_verifiers", persist_result=False, cache_policy=NO_CACHE)
+def resolve_verifiers(
+    run_id: int, names: list[str], extra: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The configurations to rescore ``run_id`` with (see :func:`resolve_configs`); raises
+    ``LookupError`` for an unknown run or verifier name."""
+    with context.session() as session:
+        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+    return resolve_configs(spec, names, extra)
+
+
+@task(
+    name="rescore_samples",
+    retries=2,
+    retry_delay_seconds=5,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
+def rescore_samples(
     run_id: int,
-    configs: list[dict[str, Any]],
-    purposes: Sequence[str] = PURPOSES,
+    config: dict[str, Any],
+    purposes: list[str],
     round_index: int | None = None,
-) -> list[RescoreResult]:
-    """Score the run's samples of ``purposes`` (one round, or all) with each config."""
+) -> RescoreResult:
+    """Score the run's samples of ``purposes`` (one round, or all) with ``config``; only
+    samples without a score of this verifier version are sent to Ray."""
     import ray
 
     from workers import pool
     from workers.verify import score_shard
 
-    versions = [(c["name"], build(c).version) for c in configs]
+    name, version = config["name"], build(config).version
     with context.session() as session:
         queries.get_run(session, run_id)  # raises LookupError for an unknown run
         where = [Round.run_id == run_id, Sample.purpose.in_(list(purposes))]
@@ -90,45 +114,42 @@ def rescore_run(
             .order_by(Sample.round_id, Sample.prompt_id, Sample.sample_index)
         ).all()
         ids = [s.id for s in samples]
-        done: dict[tuple[str, str], set[int]] = {}
-        for name, version in versions:
-            done[(name, version)] = set(
-                session.scalars(
-                    sa.select(Score.sample_id).where(
-                        Score.verifier == name,
-                        Score.verifier_version == version,
-                        Score.sample_id.in_(ids),
-                    )
+        done = set(
+            session.scalars(
+                sa.select(Score.sample_id).where(
+                    Score.verifier == name,
+                    Score.verifier_version == version,
+                    Score.sample_id.in_(ids),
                 )
             )
-        prompt_ids = sorted({s.prompt_id for s in samples})
+        )
+        todo = [s for s in samples if s.id not in done]
+        # Whole prompts per shard (a majority vote compares a prompt's samples); a group
+        # verifier re-scores every sample of a prompt that has any sample missing.
+        if name == "majority_vote":
+            missing = {s.prompt_id for s in todo}
+            todo = [s for s in samples if s.prompt_id in missing]
+        prompt_ids = sorted({s.prompt_id for s in todo})
         prompts = {
             p.id: _prompt_payload(p)
             for p in session.execute(
                 sa.select(PromptModel).where(PromptModel.id.in_(prompt_ids))
             ).scalars()
         }
-        models = scoring_models(session, configs, ids)
+        models = scoring_models(session, [config], [s.id for s in todo])
 
-    inserted = dict.fromkeys(versions, 0)
-    for config, key in zip(configs, versions, strict=True):
-        todo = [s for s in samples if s.id not in done[key]]
-        # Whole prompts per shard (a majority vote compares a prompt's samples); a group
-        # verifier re-scores every sample of a prompt that has any sample missing.
-        if config["name"] == "majority_vote":
-            missing = {s.prompt_id for s in todo}
-            todo = [s for s in samples if s.prompt_id in missing]
-        shards: list[list[tuple[int, int, int, str]]] = [[]]
-        for row in todo:
-            current = shards[-1]
-            if len(current) >= SAMPLES_PER_SHARD and current[-1][1] != row.prompt_id:
-                shards.append(current := [])
-            current.append((row.id, row.prompt_id, row.sample_index, row.text))
-        shards = [s for s in shards if s]
-        if not shards:
-            continue
+    shards: list[list[tuple[int, int, int, str]]] = [[]]
+    for row in todo:
+        current = shards[-1]
+        if len(current) >= SAMPLES_PER_SHARD and current[-1][1] != row.prompt_id:
+            shards.append(current := [])
+        current.append((row.id, row.prompt_id, row.sample_index, row.text))
+    shards = [s for s in shards if s]
+    inserted = 0
+    if shards:
         pool.connect(context.settings())
-        queue, in_flight = list(shards), []
+        queue: list[list[tuple[int, int, int, str]]] = list(shards)
+        in_flight: list[Any] = []
         while queue or in_flight:
             while queue and len(in_flight) < MAX_IN_FLIGHT:
                 shard = queue.pop(0)
@@ -138,45 +159,35 @@ def rescore_run(
             rows, _, _ = ray.get(ready[0])
             with context.session() as session:
                 counts = ingest.insert_scores(session, [ingest.ScoreRow(**r) for r in rows])
-            inserted[key] += counts.inserted
-    return _summaries(versions, ids, done, inserted)
+            inserted += counts.inserted
+    return _summary(name, version, ids, len(done), inserted)
 
 
-def _summaries(
-    versions: list[tuple[str, str]],
-    ids: list[int],
-    done: dict[tuple[str, str], set[int]],
-    inserted: dict[tuple[str, str], int],
-) -> list[RescoreResult]:
-    out = []
+def _summary(name: str, version: str, ids: list[int], already: int, inserted: int) -> RescoreResult:
     verdict = sa.case(
         (Score.status == "unscorable", "unscorable"),
         (Score.passed.is_(True), "passed"),
         else_="failed",
     )
     with context.session() as session:
-        for name, version in versions:
-            tally = dict(
-                session.execute(
-                    sa.select(verdict, sa.func.count())
-                    .where(
-                        Score.verifier == name,
-                        Score.verifier_version == version,
-                        Score.sample_id.in_(ids),
-                    )
-                    .group_by(verdict)
-                ).all()
-            )
-            out.append(
-                RescoreResult(
-                    verifier=name,
-                    version=version,
-                    samples=len(ids),
-                    already_scored=len(done[(name, version)]),
-                    inserted=inserted[(name, version)],
-                    passed=tally.get("passed", 0),
-                    failed=tally.get("failed", 0),
-                    unscorable=tally.get("unscorable", 0),
+        tally = dict(
+            session.execute(
+                sa.select(verdict, sa.func.count())
+                .where(
+                    Score.verifier == name,
+                    Score.verifier_version == version,
+                    Score.sample_id.in_(ids),
                 )
-            )
-    return out
+                .group_by(verdict)
+            ).all()
+        )
+    return RescoreResult(
+        verifier=name,
+        version=version,
+        samples=len(ids),
+        already_scored=already,
+        inserted=inserted,
+        passed=tally.get("passed", 0),
+        failed=tally.get("failed", 0),
+        unscorable=tally.get("unscorable", 0),
+    )

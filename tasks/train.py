@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from dataflywheel.db import queries
 from dataflywheel.db.models import Dataset
@@ -63,7 +64,14 @@ def training_mix(
     return mix, [(dataset_id, count / n) for dataset_id, count in shares]
 
 
-@task(name="train_checkpoint", retries=1, retry_delay_seconds=5, tags=["gpu"])
+@task(
+    name="train_checkpoint",
+    retries=1,
+    retry_delay_seconds=5,
+    tags=["gpu"],
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | None:
     """Train the round's candidate (or peer ``peer``'s, on the same mix from its own parent
     with its own seed); returns its checkpoint id (None when nothing was kept)."""

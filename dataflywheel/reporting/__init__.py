@@ -2,11 +2,14 @@
 
 Runs in: anywhere with a database session (the CLI, API handlers, notebooks); building the
 report only reads and never commits. ``report.py`` owns the queries and the JSON schema (its
-docstring documents every field), ``render.py`` the terminal table and Markdown, ``plot.py``
-the PNG.
+docstring documents every field), ``agreement.py`` the judge-vs-verifier agreement,
+``render.py`` the terminal table and Markdown, ``plot.py`` the PNG and ``files.py`` where
+the report files go.
 """
 
+from dataflywheel.reporting.agreement import Agreement, tally
 from dataflywheel.reporting.document import SCHEMA_VERSION, report_json
+from dataflywheel.reporting.files import report_folder, write_report
 from dataflywheel.reporting.plot import write_plot
 from dataflywheel.reporting.render import markdown, render_table, write_markdown
 from dataflywheel.reporting.report import (
@@ -23,6 +26,7 @@ from dataflywheel.reporting.runs import RunListing, list_runs
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Agreement",
     "DatasetSummary",
     "EvalSummary",
     "RoundReport",
@@ -34,8 +38,11 @@ __all__ = [
     "list_runs",
     "markdown",
     "render_table",
+    "report_folder",
     "report_json",
     "run_report",
+    "tally",
     "write_markdown",
     "write_plot",
+    "write_report",
 ]

@@ -24,6 +24,11 @@ unknown value is ``null``)::
         "label_accuracy": float | null,  (pseudo-labels equal to the reference: an audit)
         "filters": [{"filter", "in", "out", "yield", "removed": {reason: int}}],
         "diversity": {"rows", "unique_texts", "distinct_1", "distinct_2"} | null,
+        "agreement": [{"judge", "judge_version", "verifier", "verifier_version",
+                       "samples": int, "compared": int, "agree": int,
+                       "rate": float | null, "kappa": float | null, "both_pass": int,
+                       "both_fail": int, "judge_only": int, "verifier_only": int,
+                       "unscorable": int}],   # judge-vs-verifier, where both ran
         "datasets": [{"id", "name", "kind", "rows", "stats": {...}, "label_accuracy"}],
         "training": {"checkpoint_id", "parent_id", "status", "final_loss", "steps",
                      "seconds", "rows", "dataset_ids": [int]} | null,
@@ -48,6 +53,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from dataflywheel.reporting.agreement import Agreement
 from dataflywheel.reporting.report import EvalSummary, RoundReport, RunReport
 
 SCHEMA_VERSION = 1
@@ -68,6 +74,25 @@ def eval_json(e: EvalSummary | None) -> dict[str, Any] | None:
         "primary": e.primary,
         "delta": e.delta,
         "metrics": e.metrics,
+    }
+
+
+def agreement_json(a: Agreement) -> dict[str, Any]:
+    return {
+        "judge": a.judge,
+        "judge_version": a.judge_version,
+        "verifier": a.verifier,
+        "verifier_version": a.verifier_version,
+        "samples": a.samples,
+        "compared": a.compared,
+        "agree": a.agree,
+        "rate": a.rate,
+        "kappa": a.kappa,
+        "both_pass": a.both_pass,
+        "both_fail": a.both_fail,
+        "judge_only": a.judge_only,
+        "verifier_only": a.verifier_only,
+        "unscorable": a.unscorable,
     }
 
 
@@ -101,6 +126,7 @@ def _round_json(r: RoundReport) -> dict[str, Any]:
         "label_accuracy": r.label_accuracy,
         "filters": r.filters,
         "diversity": r.diversity,
+        "agreement": [agreement_json(a) for a in r.agreement],
         "datasets": [
             {
                 "id": d.id,

@@ -68,6 +68,11 @@ def _verifier_cell(v: VerifierStats, show_version: bool) -> str:
     return f"{name} {fmt_pct(v.pass_rate)}{extra}"
 
 
+def _scorer(name: str, version: str, versions: list[str]) -> str:
+    """A scorer's name, with its version when the round has several versions of it."""
+    return f"{name}@{version[:8]}" if len(set(versions)) > 1 else name
+
+
 def _pass_rates(r: RoundReport) -> list[str]:
     names = [v.name for v in r.verifiers]
     return [_verifier_cell(v, names.count(v.name) > 1) for v in r.verifiers]
@@ -253,7 +258,31 @@ def markdown(report: RunReport, plot: str | None = None) -> str:
         for s in r.filters
     ]
     diverse = [r for r in report.rounds if r.diversity]
-    if health_rows or diverse:
+    agreement_rows = [
+        [
+            _round_label(r),
+            _scorer(
+                a.judge,
+                a.judge_version,
+                [b.judge_version for b in r.agreement if b.judge == a.judge],
+            ),
+            _scorer(
+                a.verifier,
+                a.verifier_version,
+                [b.verifier_version for b in r.agreement if b.verifier == a.verifier],
+            ),
+            str(a.compared),
+            str(a.agree),
+            fmt_pct(a.rate),
+            fmt_value(a.kappa, 2),
+            str(a.judge_only),
+            str(a.verifier_only),
+            str(a.unscorable),
+        ]
+        for r in report.rounds
+        for a in r.agreement
+    ]
+    if health_rows or diverse or agreement_rows:
         lines += ["## Data health", ""]
     if health_rows:
         headers = ["round", "filter", "in", "out", "yield", "removed"]
@@ -272,6 +301,16 @@ def markdown(report: RunReport, plot: str | None = None) -> str:
         ]
         headers = ["round", "kept rows", "unique texts", "distinct-1", "distinct-2"]
         lines += _md_table(headers, div_rows, {1, 2, 3, 4}) + [""]
+    if agreement_rows:
+        lines += [
+            "Judge vs verifier: a model-based scorer's verdicts against a rule verifier's on "
+            "the same train samples (unscorable on either side: not compared; κ: Cohen's "
+            "kappa, agreement beyond chance).",
+            "",
+        ]
+        headers = ["round", "judge", "verifier", "compared", "agree", "agreement", "κ",
+                   "judge only passed", "verifier only passed", "unscorable"]  # fmt: skip
+        lines += _md_table(headers, agreement_rows, set(range(3, 10))) + [""]
 
     stages = list(STAGES) + sorted(
         {k for r in report.rounds for k in r.stage_seconds} - set(STAGES)

@@ -23,6 +23,8 @@ Definitions (what each number means):
   for the run's base checkpoint (``round_id`` NULL), without a delta.
 * ``filters`` / ``diversity``: the data filters' accounts (rows in, out, yield, removed by
   reason) and the distinct-n of the kept samples, from the datasets' ``stats``.
+* ``agreement``: judge-vs-verifier agreement on the round's train samples, where a
+  model-based scorer and a rule verifier both ran (:mod:`dataflywheel.reporting.agreement`).
 * ``promoted``: the round checkpoint's status as a bool (null while a candidate or absent);
   ``promotion`` the gate's decision from ``manifest.promotion.decision`` (``skipped`` when
   nothing was kept to train on), else derived from the status.
@@ -53,6 +55,7 @@ from dataflywheel.db.models import (
     Sample,
     Score,
 )
+from dataflywheel.reporting.agreement import Agreement, round_agreement
 
 STAGES = ("generate", "verify", "select", "train", "evaluate", "promote")
 TRAINING_KINDS = ("sft", "preference")
@@ -138,6 +141,7 @@ class RoundReport:
     eval: EvalSummary | None
     other_evals: tuple[EvalSummary, ...] = ()
     gate: dict[str, Any] | None = None
+    agreement: tuple[Agreement, ...] = ()
 
     @property
     def kept(self) -> int:
@@ -249,6 +253,7 @@ def run_report(session: Session, run_id: int) -> RunReport:
 
     generated = _generation_counts(session, round_ids)
     verdicts = _verifier_stats(session, round_ids)
+    agreements = round_agreement(session, round_ids)
     datasets = _round_datasets(session, run_id)
     checkpoints = list(session.scalars(sa.select(Checkpoint).where(Checkpoint.run_id == run_id)))
     trained_on = _trained_on(session, [c.id for c in checkpoints])
@@ -302,6 +307,7 @@ def run_report(session: Session, run_id: int) -> RunReport:
                 gate=manifest.get("promotion")
                 if isinstance(manifest.get("promotion"), dict)
                 else None,
+                agreement=tuple(agreements.get(rnd.id, ())),
             )
         )
     rounds_planned = spec.get("rounds")

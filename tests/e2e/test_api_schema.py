@@ -131,6 +131,9 @@ def test_deployment_form_is_the_run_spec_and_schedules_register(
         form = client.read_deployment_by_name(fuzz_deployment)
         scheduled = client.read_deployment_by_name(nightly.deployment)
         gpu_limit = client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit
+        rescore = client.read_deployment_by_name(f"rescore/{FUZZ_DEPLOYMENT}")
+        replay = client.read_deployment_by_name(f"flywheel_replay/{FUZZ_DEPLOYMENT}")
+        nightly_rescore = client.read_deployment_by_name("rescore/nightly")
 
     schema = form.parameter_openapi_schema
     assert schema["required"] == ["spec"]
@@ -153,6 +156,22 @@ def test_deployment_form_is_the_run_spec_and_schedules_register(
     assert scheduled.global_concurrency_limit is not None
     assert scheduled.global_concurrency_limit.limit == 2
     assert gpu_limit == 2
+
+    # rescore and replay are deployed beside it, each with the typed form of its signature;
+    # the schedule and the spec's defaults stay with flywheel_run.
+    assert [r.flow for r in nightly.registered] == ["flywheel_run", "rescore", "flywheel_replay"]
+    rescore_form = rescore.parameter_openapi_schema
+    assert rescore_form["required"] == ["run_id"]
+    assert rescore_form["properties"]["run_id"]["type"] == "integer"
+    configs = rescore_form["properties"]["configs"]["anyOf"][0]["items"]
+    assert configs["discriminator"]["propertyName"] == "name"
+    assert "LlmJudgeConfig" in rescore_form["definitions"]
+    assert replay.parameter_openapi_schema["required"] == ["run_id", "index"]
+    for deployment in (form, rescore, replay):
+        assert deployment.enforce_parameter_schema and deployment.work_pool_name == FUZZ_POOL
+        # Flow runs start with Prefect's result persistence off, like infra/prefect.yaml.
+        assert deployment.job_variables["env"] == {"PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false"}
+    assert nightly_rescore.schedules == [] and nightly_rescore.parameters == {}
 
 
 def test_create_then_cancel_a_run_that_no_worker_picked_up(

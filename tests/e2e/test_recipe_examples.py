@@ -142,29 +142,52 @@ def test_recipe_example_runs_a_round(
     if steps:
         assert "## Data health" in markdown(report)
 
+    if example == "self-rewarding":
+        # The judge and exact_answer both scored every train sample: the report counts where
+        # their verdicts agree (an unscorable judgement is counted apart), as SQL does here.
+        (agreement,) = round_one["agreement"]
+        assert (agreement["judge"], agreement["verifier"]) == ("llm_judge", "exact_answer")
+        engine = make_engine(db_url)
+        with engine.connect() as conn:
+            expected = conn.execute(
+                sa.text(
+                    "SELECT count(*) FILTER (WHERE j.passed = v.passed), "
+                    "count(*) FILTER (WHERE j.passed IS NOT NULL AND v.passed IS NOT NULL), "
+                    "count(*) FROM scores j JOIN scores v ON v.sample_id = j.sample_id "
+                    "JOIN samples s ON s.id = j.sample_id JOIN rounds r ON r.id = s.round_id "
+                    "WHERE r.run_id = :r AND r.index = 1 AND s.purpose = 'train' "
+                    "AND j.verifier = 'llm_judge' AND v.verifier = 'exact_answer'"
+                ),
+                {"r": run_id},
+            ).one()
+        engine.dispose()
+        assert (agreement["agree"], agreement["compared"], agreement["samples"]) == tuple(expected)
+        assert agreement["samples"] == len(train)
+    else:
+        assert round_one["agreement"] == []  # no model-based scorer ran
+
     if example == "rejection-sft":
         _rescore_checks(run_id, spec, tmp_path, db_url)
 
 
 def _rescore_checks(run_id: int, spec: RunSpec, tmp_path: Path, db_url: str) -> None:
-    """`flywheel rescore`'s work: a new scorer adds one row per stored sample, once."""
+    """The `rescore` flow (what `flywheel rescore` and the deployment run): a new scorer
+    adds one row per stored sample, once."""
     from dataflywheel.training.reward import build_tiny_reward_model
     from dataflywheel.training.tiny import TinyModelConfig
-    from tasks.rescore import rescore_run, resolve_configs
+    from flows.rescore import rescore
 
     shape = TinyModelConfig(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128)
     model = build_tiny_reward_model(shape, tmp_path / "rm", 1, digit_bias=1)
-    configs = resolve_configs(
-        spec, ["exact_answer"], [{"name": "reward_model", "model": str(model)}]
-    )
-    first = {r.verifier: r for r in rescore_run(run_id, configs)}
+    args = (run_id, ["exact_answer"], [{"name": "reward_model", "model": str(model)}])
+    first = {r.verifier: r for r in rescore(*args)}
     total = first["exact_answer"].samples
     # exact_answer already scored every sample with this version: nothing new.
     assert first["exact_answer"].inserted == 0 and first["exact_answer"].already_scored == total
     assert first["reward_model"].inserted == total and first["reward_model"].already_scored == 0
     rm = first["reward_model"]
     assert rm.passed + rm.failed + rm.unscorable == total
-    again = {r.verifier: r for r in rescore_run(run_id, configs)}
+    again = {r.verifier: r for r in rescore(*args)}
     assert again["reward_model"].inserted == 0 and again["reward_model"].already_scored == total
     engine = make_engine(db_url)
     with engine.connect() as conn:
@@ -174,3 +197,13 @@ def _rescore_checks(run_id: int, spec: RunSpec, tmp_path: Path, db_url: str) -> 
         samples = conn.execute(sa.text("SELECT count(*) FROM samples")).scalar_one()
     engine.dispose()
     assert count == total and samples == total  # no sample was generated again
+
+    # The reward model now scored every train sample beside exact_answer: the report
+    # compares their verdicts round by round.
+    from dataflywheel.reporting import report_json, run_report
+
+    with session_scope(make_engine(db_url)) as session:
+        (agreement,) = report_json(run_report(session, run_id))["rounds"][-1]["agreement"]
+    train = spec.prompts.num_prompts * spec.generation.samples_per_prompt
+    assert (agreement["judge"], agreement["verifier"]) == ("reward_model", "exact_answer")
+    assert agreement["samples"] == train and agreement["compared"] <= train

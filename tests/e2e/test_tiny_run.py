@@ -1,8 +1,11 @@
 """A real run end to end: a tiny model, embedded Postgres, the local store, local Ray and a
-real Prefect server; then the exact rows it must leave behind."""
+real Prefect server; then the exact rows it must leave behind, the artifacts each round
+published on the Prefect server, and proof that a retried round and a resumed run redo no
+finished work (the ledger skips it; Prefect persists and caches no result)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_two_rounds_leave_exactly_the_expected_rows(
-    flywheel_env: Settings, tiny_spec: dict, db_url: str, tmp_path: Path
+    flywheel_env: Settings, tiny_spec: dict, db_url: str, tmp_path: Path, prefect_api: str
 ) -> None:
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec))
@@ -117,10 +120,107 @@ def test_two_rounds_leave_exactly_the_expected_rows(
         ) == [(0,)]
     engine.dispose()
 
-    # Running the same flow again on the same run changes nothing (every task is idempotent).
-    before = _row_counts(db_url)
+    _check_artifacts(flywheel_env, prefect_api, run_id, rounds=3)
+
+    # A retried round (Prefect re-runs the subflow and every task in it): each task runs
+    # again — Completed, never Cached: Prefect keeps no results — and finds its work done in
+    # the ledger, so no shard runs a second time and no row changes.
+    from flows.flywheel_round import flywheel_round
+
+    before, attempts = _row_counts(db_url), _shard_attempts(db_url, run_id)
+    flywheel_round(run_id, 2)
+    assert _row_counts(db_url) == before and _shard_attempts(db_url, run_id) == attempts
+    retried = _flow_runs(prefect_api, f"run {run_id} round 2")[-1]
+    states = _task_states(prefect_api, retried)
+    assert {"generate_samples", "score_samples", "train_checkpoint", "finish_round"} <= set(states)
+    assert set(states.values()) == {"Completed"}, states
+    _check_artifacts(flywheel_env, prefect_api, run_id, rounds=4)  # the retry published again
+
+    # A resume (a new flow run of the finished run) skips every finished round: no stage
+    # task runs at all, and nothing changes.
     flywheel_run(spec, run_id=run_id)
-    assert _row_counts(db_url) == before
+    assert _row_counts(db_url) == before and _shard_attempts(db_url, run_id) == attempts
+    resumed = _flow_runs(prefect_api, spec.name)[-1]
+    assert set(_task_states(prefect_api, resumed)) == {
+        "prepare_base_model",
+        "round_finished",
+        "finish_run",
+    }
+
+
+def _flow_runs(prefect_api: str, name: str) -> list:
+    """Flow runs named ``name`` on the session's Prefect server, oldest first."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with SyncPrefectClient(prefect_api) as client:
+        found = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        )
+    assert found, f"no flow run named {name!r}"
+    return sorted(found, key=lambda f: f.created)
+
+
+def _task_states(prefect_api: str, flow_run: object) -> dict[str, str]:
+    """Task name -> state name of the flow run's task runs (each name runs once here)."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with SyncPrefectClient(prefect_api) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))  # type: ignore[attr-defined]
+        )
+    return {t.name.rsplit("-", 1)[0]: t.state.name for t in runs if t.state}
+
+
+def _check_artifacts(settings: Settings, prefect_api: str, run_id: int, rounds: int) -> None:
+    """One version of the run's table and report artifacts per finished round, each on its
+    round's flow run; the newest report is the run's Markdown, linking the report files."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from tasks.rounds import report_key, table_key
+
+    folder = settings.resolved_data_dir / "reports" / f"run-{run_id}"
+    md, png = folder / "report.md", folder / "report.png"
+    assert png.stat().st_size > 10_000 and "# Run" in md.read_text()
+    with SyncPrefectClient(prefect_api) as client:
+        found = {
+            key: client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                sort=ArtifactSort.CREATED_DESC,
+            )
+            for key in (table_key(run_id), report_key(run_id))
+        }
+        round_runs = {a.flow_run_id for versions in found.values() for a in versions}
+        names = {client.read_flow_run(i).name for i in round_runs if i is not None}
+    table, report = found[table_key(run_id)], found[report_key(run_id)]
+    assert len(table) == len(report) == rounds
+    assert {a.type for a in table} == {"table"} and {a.type for a in report} == {"markdown"}
+    assert names <= {f"run {run_id} round {k}" for k in range(3)} and len(names) == 3
+    newest = report[0].data
+    assert isinstance(newest, str) and newest.startswith(f"# Run {run_id}: tiny-e2e")
+    assert f"]({md.resolve().as_uri()})" in newest and f"]({png.resolve().as_uri()})" in newest
+    assert "## Rounds" in newest and "| 2 | succeeded |" in newest
+    rows = json.loads(table[0].data) if isinstance(table[0].data, str) else table[0].data
+    assert [row["round"] for row in rows] == [0, 1, 2]
+
+
+def _shard_attempts(db_url: str, run_id: int) -> list[tuple]:
+    """Every ledger row's (round, stage, shard, status, attempt, finished_at)."""
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT r.index, s.stage, s.shard_index, s.status, s.attempt, s.finished_at "
+                "FROM stage_shards s JOIN rounds r ON r.id = s.round_id WHERE r.run_id = :r "
+                "ORDER BY 1, 2, 3"
+            ),
+            {"r": run_id},
+        ).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
 
 
 def _row_counts(db_url: str) -> dict[str, int]:

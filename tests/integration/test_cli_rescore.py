@@ -1,6 +1,7 @@
-"""Bad input to ``flywheel rescore``: one clear error naming what to fix, exit 1, no row
-written (a real PostgreSQL, the CLI in-process). The rescore itself is exercised end to end
-in tests/e2e/test_recipe_examples.py."""
+"""``flywheel rescore``: bad input is one clear error naming what to fix, exit 1, no row written
+and nothing started; good input runs the ``rescore`` Prefect flow (the session's real Prefect
+server, a local Ray, a real PostgreSQL, the CLI in-process), which scores only what is
+missing. A rescore with a model scorer runs in tests/e2e/test_recipe_examples.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from dataflywheel.cli import app
+from dataflywheel.db.ingest import PromptRow, SampleRow, insert_samples, upsert_prompts
 
 SPEC = {
     "model": {"source": "smollm2"},
@@ -56,3 +58,107 @@ def test_bad_rescore_requests_are_one_clear_error(
     assert "Traceback" not in result.output
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM scores")).scalar_one() == 0
+
+
+# (prompt, reference, train completions, eval completion)
+SAMPLES = [
+    ("2+2=", "4", ["Answer: 4", "Answer: 5", "no idea"], "Answer: 4"),
+    ("3+5=", "8", ["Answer: 8", "Answer: 9", "no idea"], "Answer: 7"),
+]
+
+
+def _scores(engine: Engine) -> dict[tuple[str, str], tuple[int, int]]:
+    """(verifier, purpose) -> (rows, passed)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT x.verifier, s.purpose, count(*), count(*) FILTER (WHERE x.passed) "
+                "FROM scores x JOIN samples s ON s.id = x.sample_id GROUP BY 1, 2"
+            )
+        ).all()
+    return {(v, p): (n, k) for v, p, n, k in rows}
+
+
+def test_rescore_runs_the_prefect_flow_and_scores_only_what_is_missing(
+    run_id: int,
+    engine: Engine,
+    tmp_path: Path,
+    prefect_api: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    from tasks import context
+
+    with engine.begin() as conn:
+        prompts = upsert_prompts(
+            conn,
+            [PromptRow(prompt_set="t", split="train", text=t, reference={"answer": a})
+             for t, a, _, _ in SAMPLES],
+        )  # fmt: skip
+        rnd = conn.execute(
+            sa.text("INSERT INTO rounds (run_id, index, seed) VALUES (:r, 1, 1) RETURNING id"),
+            {"r": run_id},
+        ).scalar_one()
+        ckpt = conn.execute(
+            sa.text("INSERT INTO checkpoints (run_id, status) VALUES (:r, 'base') RETURNING id"),
+            {"r": run_id},
+        ).scalar_one()
+        ids = sorted(prompts.values())
+        insert_samples(
+            conn,
+            [
+                SampleRow(round_id=rnd, prompt_id=pid, checkpoint_id=ckpt, sample_index=k,
+                          seed=k, text=text, sampling_params={}, purpose=purpose)
+                for pid, (_, _, train, evaluated) in zip(ids, SAMPLES, strict=True)
+                for purpose, texts in (("train", train), ("eval", [evaluated]))
+                for k, text in enumerate(texts)
+            ],
+        )  # fmt: skip
+    regex = tmp_path / "regex.yaml"
+    regex.write_text("name: regex\npattern: '^Answer: \\d+$'\n")
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    monkeypatch.delenv("FLYWHEEL_PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("FLYWHEEL_RAY_ADDRESS", raising=False)
+    args = ["rescore", str(run_id), "-v", "exact_answer", "--config", str(regex)]
+    try:
+        result = CliRunner().invoke(app, [*args, "--purpose", "train"])
+        assert result.exit_code == 0, result.output
+        assert _scores(engine) == {("exact_answer", "train"): (6, 2), ("regex", "train"): (6, 4)}
+        # Again over every purpose: only the eval samples are new; the train ones are skipped.
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert _scores(engine) == {
+            ("exact_answer", "train"): (6, 2),
+            ("regex", "train"): (6, 4),
+            ("exact_answer", "eval"): (2, 1),
+            ("regex", "eval"): (2, 2),
+        }
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        context.reset()
+
+    with SyncPrefectClient(prefect_api) as client:
+        flow_runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["rescore"])),
+        )
+        ours = [f for f in flow_runs if f.name == f"rescore run {run_id}"]
+        assert len(ours) == 2 and all(f.state and f.state.is_completed() for f in ours)
+        assert sorted(f.parameters["purposes"] for f in ours) == [
+            ["train"],
+            ["train", "eval", "baseline"],
+        ]
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[f.id for f in ours]))
+        )
+    names = sorted(t.name.rsplit("-", 1)[0] for t in tasks)
+    assert names == ["rescore_samples"] * 4 + ["resolve_verifiers"] * 2
+    assert all(t.state and t.state.name == "Completed" for t in tasks)  # ran, never "Cached"

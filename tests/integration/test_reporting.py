@@ -292,8 +292,13 @@ def flywheel_run(engine: sa.Engine) -> dict[str, int]:
             [dict(dataset_id=datasets[0], position=i, prompt_id=prompts[i]) for i in range(4)]
             + [
                 # Pseudo-labels: right for even positions, wrong for odd ones (an audit of 1/2).
-                dict(dataset_id=datasets[1], position=i, sample_id=s, prompt_id=prompts[i],
-                     label=str(2 * i) if i % 2 == 0 else "wrong")
+                dict(
+                    dataset_id=datasets[1],
+                    position=i,
+                    sample_id=s,
+                    prompt_id=prompts[i],
+                    label=str(2 * i) if i % 2 == 0 else "wrong",
+                )
                 for i, s in enumerate(passed_by_round[1])
             ]
             + [
@@ -393,6 +398,7 @@ def test_report_json_holds_every_number(flywheel_run: dict[str, int], session: S
     assert [(r["prompts"], r["samples"]) for r in doc["rounds"]] == [(0, 0), (3, 6), (4, 8)]
 
     assert [r["label_accuracy"] for r in doc["rounds"]] == [None, 0.5, None]
+    assert [r["agreement"] for r in doc["rounds"]] == [[], [], []]  # no model scorer ran
     assert r0["verifiers"] == []
     assert r1["verifiers"] == [
         {
@@ -476,6 +482,82 @@ def test_report_json_holds_every_number(flywheel_run: dict[str, int], session: S
         "promoted_primary": 0.5,
         "gain_over_baseline": pytest.approx(0.4),
     }
+
+
+# round 1's train samples as the judge saw them (None: unscorable), in VERDICTS' order
+JUDGED = {0: [True, True], 1: [False, None], 2: [True, False]}
+
+
+def test_judge_vs_verifier_agreement_where_both_ran(
+    flywheel_run: dict[str, int], engine: sa.Engine, session: Session
+) -> None:
+    """An llm_judge on round 1's train samples and a reward model on two of round 2's are
+    compared with the rule verifiers on exactly the samples both scored."""
+    with engine.begin() as conn:
+        prompts = list(conn.execute(sa.text("SELECT id FROM prompts ORDER BY id")).scalars())
+        r1, r2 = flywheel_run["round1"], flywheel_run["round2"]
+        insert_scores_by_key(
+            conn,
+            [
+                _verdict(r1, prompts[p], k, "llm_judge", passed)
+                for p, verdicts in JUDGED.items()
+                for k, passed in enumerate(verdicts)
+            ]
+            # eval samples never count, and the reward model ran on prompt 0 of round 2 only
+            + [_verdict(r1, prompts[0], k, "llm_judge", True, "eval") for k in range(2)]
+            + [_verdict(r2, prompts[0], k, "reward_model", True) for k in range(2)],
+        )
+    report = run_report(session, flywheel_run["run"])
+    doc = report_json(report)
+    r0, r1_doc, r2_doc = doc["rounds"]
+    assert r0["agreement"] == []
+    # judge vs exact_answer: (T,T) (T,F) (F,T) (None,T) (T,T) (F,F)
+    # judge vs format:       (T,T) (T,T) (F,F) (None,None) (T,T) (F,T)
+    assert r1_doc["agreement"] == [
+        {
+            "judge": "llm_judge",
+            "judge_version": "v1",
+            "verifier": EXACT,
+            "verifier_version": "v1",
+            "samples": 6,
+            "compared": 5,
+            "agree": 3,
+            "rate": pytest.approx(0.6),
+            "kappa": pytest.approx((0.6 - 0.52) / 0.48),
+            "both_pass": 2,
+            "both_fail": 1,
+            "judge_only": 1,
+            "verifier_only": 1,
+            "unscorable": 1,
+        },
+        {
+            "judge": "llm_judge",
+            "judge_version": "v1",
+            "verifier": FORMAT,
+            "verifier_version": "v1",
+            "samples": 6,
+            "compared": 5,
+            "agree": 4,
+            "rate": pytest.approx(0.8),
+            "kappa": pytest.approx((0.8 - 0.56) / 0.44),
+            "both_pass": 3,
+            "both_fail": 1,
+            "judge_only": 0,
+            "verifier_only": 1,
+            "unscorable": 1,
+        },
+    ]
+    assert [(a["judge"], a["verifier"], a["samples"], a["agree"], a["rate"], a["kappa"])
+            for a in r2_doc["agreement"]] == [
+        ("reward_model", EXACT, 2, 2, 1.0, None),  # one verdict throughout: no κ
+        ("reward_model", FORMAT, 2, 2, 1.0, None),
+    ]  # fmt: skip
+
+    md = markdown(report)
+    assert "## Data health" in md
+    assert "| 1 | llm_judge | exact_answer | 5 | 3 | 60.0% | 0.17 | 1 | 1 | 1 |" in md
+    assert "| 1 | llm_judge | format | 5 | 4 | 80.0% | 0.55 | 0 | 1 | 1 |" in md
+    assert "| 2 | reward_model | format | 2 | 2 | 100.0% | – | 0 | 0 | 0 |" in md
 
 
 def test_unknown_run_is_a_lookup_error(flywheel_run: dict[str, int], session: Session) -> None:
@@ -571,6 +653,59 @@ def test_rich_table_shows_every_round(flywheel_run: dict[str, int], session: Ses
         "current model: checkpoint",
     ):
         assert needle in text
+
+
+def test_round_artifacts_on_prefect_even_when_the_report_files_cannot_be_written(
+    flywheel_run: dict[str, int],
+    db_url: str,
+    prefect_api: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``finish_round`` publishes, on the session's real Prefect server: the table and
+    the report's Markdown. A data dir that cannot hold the files (here ``reports`` is a
+    file) loses only the files: the artifact says so and the round is not failed."""
+    from prefect import flow
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks import context
+    from tasks.rounds import publish_artifacts, report_key, table_key
+
+    run = flywheel_run["run"]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "reports").write_text("not a folder")
+    monkeypatch.setenv("FLYWHEEL_DATABASE_URL", db_url)
+    monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(data))
+
+    @flow(name="publish_artifacts_test", persist_result=False)
+    def publish() -> Path | None:
+        return publish_artifacts(run, 2)
+
+    context.reset()
+    try:
+        with temporary_settings({PREFECT_API_URL: prefect_api}):
+            assert publish() is None
+    finally:
+        context.reset()
+    with SyncPrefectClient(prefect_api) as client:
+        table, report = (
+            client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[k])))
+            for k in (table_key(run), report_key(run))
+        )
+    (table,), (report,) = table, report
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [(r["round"], r["primary"], r["promotion"]) for r in rows] == [
+        (0, 0.3, "promoted"),
+        (1, 0.5, "promoted"),
+        (2, 0.4, "rejected"),
+    ]
+    assert report.type == "markdown" and report.description.endswith("after round 2")
+    assert report.data.startswith(f"# Run {run}: arith\n\nReport files not written to")
+    assert f"Refresh: `flywheel report {run}`." in report.data
+    assert "## Rounds" in report.data and "## Verifiers" in report.data
 
 
 # --------------------------------------------------------------------------- lineage

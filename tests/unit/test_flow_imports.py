@@ -10,7 +10,9 @@ FLOW_SIDE = (
     "flows.flywheel_run",
     "flows.flywheel_round",
     "flows.replay",
+    "flows.rescore",
     "tasks.replay",
+    "tasks.rescore",
     "dataflywheel.replay",
     "dataflywheel.db.invariants",
     "tasks.generate",
@@ -28,6 +30,8 @@ FLOW_SIDE = (
     "workers.bootstrap",
     "dataflywheel.training.tiny",
     "dataflywheel.cli",
+    "dataflywheel.deploy",
+    "dataflywheel.reporting",
     "dataflywheel.generation",
     "dataflywheel.training",
 )
