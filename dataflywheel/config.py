@@ -52,6 +52,26 @@ class Settings(BaseSettings):
         description="Address of an existing Ray cluster (ray://host:10001 or host:6379). "
         "Unset: a local Ray is started in-process.",
     )
+    database_reconnect_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds a task waits for the database to answer again (a restart, a "
+        "failover) before it fails.",
+    )
+    generation_stall_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a generator actor may go without producing a token while it "
+        "generates; after that it counts as hung: it is killed, a fresh one loads the model, "
+        "and its shards are retried. Raise it for models whose single decoding step can take "
+        "minutes.",
+    )
+    generation_probe_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a generator actor has to answer a health probe, and a fresh one "
+        "to finish a 1-token generation before it gets shards.",
+    )
     prefect_api_url: str | None = Field(
         default=None,
         description="Prefect API URL, e.g. http://127.0.0.1:4200/api. Unset: a local "

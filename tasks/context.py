@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from dataflywheel.config import Settings
-from dataflywheel.db.session import engine_from_settings, session_scope
+from dataflywheel.db.session import engine_from_settings, session_scope, wait_for_database
 from dataflywheel.store import ObjectStore, store_from_settings
 
 
@@ -35,8 +35,13 @@ def store() -> ObjectStore:
 
 @contextmanager
 def session() -> Iterator[Session]:
-    """A unit of work: commits when the block ends, rolls back on error."""
-    with session_scope(engine()) as s:
+    """A unit of work: commits when the block ends, rolls back on error. It begins only once
+    the database answers: a server that restarts between two units of work costs a wait
+    (up to ``FLYWHEEL_DATABASE_RECONNECT_S``), not a failed task; one that goes away during
+    a unit of work fails it, and the task's Prefect retry waits here."""
+    handle = engine()
+    wait_for_database(handle, settings().database_reconnect_s)
+    with session_scope(handle) as s:
         yield s
 
 

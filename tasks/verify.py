@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from dataflywheel.db import ingest, queries
@@ -71,7 +72,13 @@ def scoring_models(session: Any, configs: list[dict[str, Any]], sample_ids: list
     return ScoringModels(store_uri, store_options, cache_dir, sample_models)
 
 
-@task(name="score_samples", retries=2, retry_delay_seconds=5)
+@task(
+    name="score_samples",
+    retries=2,
+    retry_delay_seconds=5,
+    persist_result=False,
+    cache_policy=NO_CACHE,
+)
 def score_samples(round_id: int, purpose: str) -> int:
     """Score every sample of ``purpose`` in the round; returns the number of samples."""
     import ray

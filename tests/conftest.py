@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL for the whole session, a fresh migrated database per test.
+"""Shared fixtures: a real PostgreSQL for the whole session, a fresh migrated database per test,
+and (on first use) one real Prefect server for the session.
 
 Runs in: the test process. With ``FLYWHEEL_TEST_DATABASE_URL`` set (an admin URL of any
 Postgres server) the tests use that server; otherwise an embedded PostgreSQL is started in a
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import Engine, make_url
 
+from dataflywheel.config import Settings
 from dataflywheel.db import embedded, migrate
 from dataflywheel.db.session import make_engine
 
@@ -41,19 +45,34 @@ def _with_database(url: str, name: str) -> str:
     )
 
 
+def server_tmp(prefix: str) -> Path:
+    """A fresh directory for a server that runs as another user, outside pytest's temp root.
+
+    Every pytest session that starts on the machine resets ``/tmp/pytest-of-<user>`` to mode
+    0700. Run as root, the embedded PostgreSQL runs as its own system user, so a server whose
+    data directory lies below that root loses it the moment another session starts, and
+    PANICs at its next checkpoint ("could not open file global/pg_control: Permission
+    denied"), failing whatever test is running (seen as the flaky test_ray_cluster.py: its
+    minutes-long run usually overlapped another session's start on this shared machine).
+    """
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=tempfile.gettempdir()))
+
+
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_url() -> Iterator[str]:
     """SQLAlchemy URL of a real PostgreSQL server for this test session."""
     configured = os.environ.get("FLYWHEEL_TEST_DATABASE_URL")
     if configured:
         yield configured
         return
-    pgdata: Path = tmp_path_factory.mktemp("pg") / "postgres"
+    root = server_tmp("fw-test-pg-")
+    pgdata = root / "postgres"
     server = embedded.start(pgdata)
     try:
         yield server.url
     finally:
         embedded.stop(pgdata)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -107,3 +126,18 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real Prefect server for the session (its state in a `prefect` database on the test
+    PostgreSQL server). One per session because Prefect's client keeps the API URL it first
+    saw for the life of the process."""
+    from dataflywheel import prefect_server
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("prefect"), database_url=pg_url)
+    info = prefect_server.start(settings)
+    try:
+        yield info.api_url
+    finally:
+        prefect_server.stop(settings)

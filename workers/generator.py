@@ -9,12 +9,21 @@ Models arrive as object-store tree keys: :meth:`GeneratorWorker.load` materialis
 once per node under ``<cache_dir>/<digest>`` (written to a temp folder, then renamed, so
 actors sharing a node and a cache never see a half-written model) and reloads the backend
 only when the key or dtype changes.
+
+Health: the backend reports every decoding step to the actor (:data:`Progress`), and
+:meth:`GeneratorWorker.health` — in a concurrency group of its own, so it answers while a
+generate call runs — says what the actor is doing and how long ago it last produced a token.
+The driver (``workers/health.py``) declares the actor hung when that answer is late or the
+tokens stop, kills it and starts a fresh one. :meth:`GeneratorWorker.probe` is a real 1-token
+generation, run on a (re)started actor before it gets shards. :meth:`inject_stall` is the
+fault hook the tests use to make a real backend stop producing tokens.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -54,7 +63,9 @@ def fetch_model(store: ObjectStore, model_key: str, cache_dir: Path) -> Path:
     return final
 
 
-@ray.remote
+# The default group (load, generate, probe) runs one call at a time; "health" has a thread of
+# its own so health() answers while the model is busy.
+@ray.remote(concurrency_groups={"health": 1})
 class GeneratorWorker:
     """Keeps a backend (``"transformers"``, ``"vllm"``, ...) and its model alive."""
 
@@ -72,15 +83,38 @@ class GeneratorWorker:
         self.model_key: str | None = None
         self.dtype: str | None = None
         self.model_path: Path | None = None
+        # What the default group is doing ("idle", "loading", "generating", "probing"), since
+        # when, and the last time the backend produced a token (monotonic seconds).
+        self._state = "idle"
+        self._state_at = self._progress_at = time.monotonic()
+        self._steps = 0
+        self._stall_after: int | None = None  # inject_stall: steps left before stalling
+
+    def _enter(self, state: str) -> None:
+        self._state, self._state_at = state, time.monotonic()
+        self._progress_at = self._state_at
+
+    def _tick(self, steps: int) -> None:
+        """The backend's heartbeat (:data:`Progress`), called from the generating thread."""
+        if self._stall_after is not None:
+            if self._stall_after <= 0:
+                threading.Event().wait()  # the injected fault: no token ever again
+            self._stall_after -= steps
+        self._steps += steps
+        self._progress_at = time.monotonic()
 
     def load(self, model_key: str, dtype: str) -> str:
         """Serve ``model_key`` in ``dtype`` (a no-op when already served); return the node id."""
         key = normalize_key(model_key)
         if (key, dtype) != (self.model_key, self.dtype):
-            path = fetch_model(self.store, key, self.cache_dir)
-            self.model_key = self.dtype = None  # stays unset if the load below fails
-            self.backend.load(path, dtype)
-            self.model_key, self.dtype, self.model_path = key, dtype, path
+            self._enter("loading")
+            try:
+                path = fetch_model(self.store, key, self.cache_dir)
+                self.model_key = self.dtype = None  # stays unset if the load below fails
+                self.backend.load(path, dtype)
+                self.model_key, self.dtype, self.model_path = key, dtype, path
+            finally:
+                self._enter("idle")
         return self.node_id()
 
     def apply_chat_template(self, prompts: Sequence[str]) -> list[str]:
@@ -111,7 +145,11 @@ class GeneratorWorker:
             raise RuntimeError("GeneratorWorker has no model: call load(model_key, dtype) first")
         if sampling.dtype != self.dtype:
             self.load(self.model_key, sampling.dtype)
-        return self.backend.generate(list(requests), sampling)
+        self._enter("generating")
+        try:
+            return self.backend.generate(list(requests), sampling, self._tick)
+        finally:
+            self._enter("idle")
 
     def generate_timed(
         self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
@@ -124,12 +162,39 @@ class GeneratorWorker:
 
     def probe(self) -> bool:
         """Health check: False with no model loaded, True after a real 1-token greedy
-        generation; a broken backend raises (the caller sees a RayTaskError)."""
+        generation; a broken backend raises (the caller sees a RayTaskError), a hung one
+        never answers (the caller gives it a deadline)."""
         if self.model_key is None:
             return False
         sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=1, dtype=self.dtype)
-        done = self.backend.generate([GenerationRequest(0, 0, 0, "1")], sampling)
+        self._enter("probing")
+        try:
+            done = self.backend.generate([GenerationRequest(0, 0, 0, "1")], sampling, self._tick)
+        finally:
+            self._enter("idle")
         return len(done) == 1 and done[0].completion_tokens == 1
+
+    @ray.method(concurrency_group="health")
+    def health(self) -> dict[str, Any]:
+        """What the model thread is doing (``state``: idle, loading, generating, probing),
+        for how long (``state_s``), seconds since its last token or state change
+        (``quiet_s``), and decoding steps so far. Answers while a generate call runs."""
+        now = time.monotonic()
+        return {
+            "state": self._state,
+            "state_s": now - self._state_at,
+            "quiet_s": now - self._progress_at,
+            "steps": self._steps,
+            "node_id": self.node_id(),
+            "pid": os.getpid(),
+        }
+
+    @ray.method(concurrency_group="health")
+    def inject_stall(self, after_steps: int = 0) -> None:
+        """Fault injection (tests, drills): after ``after_steps`` more decoding steps the
+        backend blocks for good inside its generate call — the process stays alive and
+        answers :meth:`health`, but produces no token again, as a wedged engine does."""
+        self._stall_after = after_steps
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

