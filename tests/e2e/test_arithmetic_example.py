@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+# The whole example (warm-up + 2 rounds of 2 peers) takes ~10-15 min on 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(45 * 60)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
