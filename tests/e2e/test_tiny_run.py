@@ -6,6 +6,7 @@ finished work (the ledger skips it; Prefect persists and caches no result)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ pytestmark = pytest.mark.slow
 def test_two_rounds_leave_exactly_the_expected_rows(
     flywheel_env: Settings, tiny_spec: dict, db_url: str, tmp_path: Path, prefect_api: str
 ) -> None:
+    # The session's Prefect server is shared with other tests whose runs have the same ids in
+    # their own databases: look only at what this test created.
+    since = datetime.now(UTC)
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec))
     spec: RunSpec = load_spec(spec_file)
@@ -120,7 +124,7 @@ def test_two_rounds_leave_exactly_the_expected_rows(
         ) == [(0,)]
     engine.dispose()
 
-    _check_artifacts(flywheel_env, prefect_api, run_id, rounds=3)
+    _check_artifacts(flywheel_env, prefect_api, run_id, since, rounds=3)
 
     # A retried round (Prefect re-runs the subflow and every task in it): each task runs
     # again — Completed, never Cached: Prefect keeps no results — and finds its work done in
@@ -130,17 +134,18 @@ def test_two_rounds_leave_exactly_the_expected_rows(
     before, attempts = _row_counts(db_url), _shard_attempts(db_url, run_id)
     flywheel_round(run_id, 2)
     assert _row_counts(db_url) == before and _shard_attempts(db_url, run_id) == attempts
-    retried = _flow_runs(prefect_api, f"run {run_id} round 2")[-1]
+    retried = _flow_runs(prefect_api, f"run {run_id} round 2", since)[-1]
     states = _task_states(prefect_api, retried)
     assert {"generate_samples", "score_samples", "train_checkpoint", "finish_round"} <= set(states)
     assert set(states.values()) == {"Completed"}, states
-    _check_artifacts(flywheel_env, prefect_api, run_id, rounds=4)  # the retry published again
+    # The retry published again.
+    _check_artifacts(flywheel_env, prefect_api, run_id, since, rounds=4)
 
     # A resume (a new flow run of the finished run) skips every finished round: no stage
     # task runs at all, and nothing changes.
     flywheel_run(spec, run_id=run_id)
     assert _row_counts(db_url) == before and _shard_attempts(db_url, run_id) == attempts
-    resumed = _flow_runs(prefect_api, spec.name)[-1]
+    resumed = _flow_runs(prefect_api, spec.name, since)[-1]
     assert set(_task_states(prefect_api, resumed)) == {
         "prepare_base_model",
         "round_finished",
@@ -148,8 +153,9 @@ def test_two_rounds_leave_exactly_the_expected_rows(
     }
 
 
-def _flow_runs(prefect_api: str, name: str) -> list:
-    """Flow runs named ``name`` on the session's Prefect server, oldest first."""
+def _flow_runs(prefect_api: str, name: str, since: datetime) -> list:
+    """Flow runs named ``name`` created since ``since`` on the session's Prefect server,
+    oldest first."""
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
@@ -157,6 +163,7 @@ def _flow_runs(prefect_api: str, name: str) -> list:
         found = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
         )
+    found = [f for f in found if f.created >= since]
     assert found, f"no flow run named {name!r}"
     return sorted(found, key=lambda f: f.created)
 
@@ -173,7 +180,9 @@ def _task_states(prefect_api: str, flow_run: object) -> dict[str, str]:
     return {t.name.rsplit("-", 1)[0]: t.state.name for t in runs if t.state}
 
 
-def _check_artifacts(settings: Settings, prefect_api: str, run_id: int, rounds: int) -> None:
+def _check_artifacts(
+    settings: Settings, prefect_api: str, run_id: int, since: datetime, rounds: int
+) -> None:
     """One version of the run's table and report artifacts per finished round, each on its
     round's flow run; the newest report is the run's Markdown, linking the report files."""
     from prefect.client.orchestration import SyncPrefectClient
@@ -193,6 +202,7 @@ def _check_artifacts(settings: Settings, prefect_api: str, run_id: int, rounds: 
             )
             for key in (table_key(run_id), report_key(run_id))
         }
+        found = {key: [a for a in got if a.created >= since] for key, got in found.items()}
         round_runs = {a.flow_run_id for versions in found.values() for a in versions}
         names = {client.read_flow_run(i).name for i in round_runs if i is not None}
     table, report = found[table_key(run_id)], found[report_key(run_id)]

@@ -144,16 +144,25 @@ NATURAL_KEYS = [
     Key(
         "round-checkpoint",
         m.Checkpoint,
-        "uq_checkpoints_run_id_round_id",
+        "uq_checkpoints_run_id_round_id_peer",
         dict(run_id=1, round_id=2, parent_id=2),
         dict(status="promoted", digest="x"),
         dict(round_id=3),
+    ),
+    # Peers trained side by side: one checkpoint per (run, round, peer).
+    Key(
+        "peer-checkpoint",
+        m.Checkpoint,
+        "uq_checkpoints_run_id_round_id_peer",
+        dict(run_id=1, round_id=2, parent_id=2, peer=1),
+        dict(status="promoted", digest="x"),
+        dict(peer=2),
     ),
     # round_id NULL: NULLS NOT DISTINCT makes a second base checkpoint of a run a conflict.
     Key(
         "base-checkpoint",
         m.Checkpoint,
-        "uq_checkpoints_run_id_round_id",
+        "uq_checkpoints_run_id_round_id_peer",
         dict(run_id=2, round_id=None, status="base", source_uri="builtin:tiny"),
         dict(source_uri="builtin:other"),
         dict(run_id=3),
