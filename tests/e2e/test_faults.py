@@ -30,6 +30,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
+from invariant_support import violations
 from sqlalchemy.orm import Session
 
 from dataflywheel.config import Settings
@@ -123,17 +124,6 @@ def test_killed_generator_actor_is_restarted_and_the_round_completes(
     assert not [p for p in _generator_processes(data_dir) if p.pid not in killed]
 
 
-def _violations(db_url: str, run_id: int, settings: Settings) -> list[str]:
-    engine = make_engine(db_url)
-    try:
-        with Session(engine) as session:
-            found = invariants.check_run(session, run_id)
-            found += invariants.check_objects(session, run_id, store_from_settings(settings))
-    finally:
-        engine.dispose()
-    return [str(v) for v in found]
-
-
 def _digests(db_url: str, run_id: int) -> list[tuple]:
     """Per round: dataset and checkpoint digests, gate decision, every sample's text."""
     return _q(
@@ -223,7 +213,7 @@ def test_stalled_generator_is_replaced_and_its_shard_retried(
         "AND s.attempt > 1",
         r=faulted,
     ) == [("generate_baseline", 0, 2, "done")]
-    assert _violations(db_url, faulted, flywheel_env) == []
+    assert violations(db_url, flywheel_env, faulted) == []
     assert _digests(db_url, faulted) == _digests(db_url, clean)
 
 
@@ -302,7 +292,7 @@ def test_killed_worker_node_mid_verification_the_round_completes(
     # Whatever finished after the kill was computed on the surviving node.
     after = [s for s in shards if s[3] > killed["at"]]
     assert after and {s[2] for s in after} == {ray.get_runtime_context().get_node_id()}
-    assert _violations(db_url, run_id, flywheel_env) == []
+    assert violations(db_url, flywheel_env, run_id) == []
 
 
 def test_postgres_restart_mid_ingest_the_stage_is_retried(
@@ -361,7 +351,7 @@ def test_postgres_restart_mid_ingest_the_stage_is_retried(
         )
         assert [s[1] for s in shards] == ["done", "done"]
         assert max(s[2] for s in shards) > restarted["up"]  # the stage went on after it
-        assert _violations(db_url, run_id, flywheel_env) == []
+        assert violations(db_url, flywheel_env, run_id) == []
     finally:
         context.reset()
         embedded.stop(pgdata)

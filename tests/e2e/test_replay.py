@@ -14,28 +14,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from sqlalchemy.orm import Session
+from invariant_support import violations
 from typer.testing import CliRunner
 
 from dataflywheel.cli import app
 from dataflywheel.config import Settings
-from dataflywheel.db import invariants
 from dataflywheel.db.session import make_engine
 from dataflywheel.spec import load_spec
-from dataflywheel.store import store_from_settings
 
 pytestmark = pytest.mark.slow
-
-
-def _violations(db_url: str, settings: Settings, run_id: int) -> list[str]:
-    engine = make_engine(db_url)
-    try:
-        with Session(engine) as session:
-            found = invariants.check_run(session, run_id)
-            found += invariants.check_objects(session, run_id, store_from_settings(settings))
-    finally:
-        engine.dispose()
-    return [str(v) for v in found]
 
 
 def _one(db_url: str, sql: str, **params: object) -> object:
@@ -55,7 +42,7 @@ def test_check_replay_and_diff_of_a_tiny_run(
     from flows.flywheel_run import flywheel_run
 
     run_id = flywheel_run(load_spec(spec_file))
-    assert _violations(db_url, flywheel_env, run_id) == []
+    assert violations(db_url, flywheel_env, run_id) == []
     cli = CliRunner()
     checked = cli.invoke(app, ["check", str(run_id)])
     assert checked.exit_code == 0, checked.output
@@ -89,7 +76,7 @@ def test_check_replay_and_diff_of_a_tiny_run(
         )
         == 36 + 10
     )
-    assert _violations(db_url, flywheel_env, replay_id) == []
+    assert violations(db_url, flywheel_env, replay_id) == []
     same = cli.invoke(app, ["diff", f"{run_id}:1", f"{replay_id}:1", "--json"])
     assert same.exit_code == 0, same.output
     assert '"identical": true' in same.stdout
@@ -132,7 +119,7 @@ def test_check_replay_and_diff_of_a_tiny_run(
         "AND r.index = 2 AND s.purpose = 'train' LIMIT 1) RETURNING 1",
         r=run_id,
     )
-    found = _violations(db_url, flywheel_env, run_id)
+    found = violations(db_url, flywheel_env, run_id)
     assert any(v.startswith("[object_missing]") and str(warmup_dataset) in v for v in found)
     assert any(v.startswith("[scores] round 2:") for v in found), found
     broken = cli.invoke(app, ["check", str(run_id)])

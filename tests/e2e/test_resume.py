@@ -22,13 +22,11 @@ import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
-from sqlalchemy.orm import Session
+from invariant_support import violations
 
 from dataflywheel.config import Settings
-from dataflywheel.db import invariants
 from dataflywheel.db.session import make_engine
 from dataflywheel.spec import load_spec
-from dataflywheel.store import store_from_settings
 
 pytestmark = pytest.mark.slow
 
@@ -95,17 +93,6 @@ def _flywheel(*args: str, env: dict[str, str], **kw: object) -> subprocess.Popen
     )
 
 
-def _violations(db_url: str, settings: Settings, run_id: int) -> list[str]:
-    engine = make_engine(db_url)
-    try:
-        with Session(engine) as session:
-            found = invariants.check_run(session, run_id)
-            found += invariants.check_objects(session, run_id, store_from_settings(settings))
-    finally:
-        engine.dispose()
-    return [str(v) for v in found]
-
-
 def test_kill_flow_mid_round_then_resume(
     flywheel_env: Settings, tiny_spec: dict, db_url: str, tmp_path: Path
 ) -> None:
@@ -163,7 +150,7 @@ def test_kill_flow_mid_round_then_resume(
     for shard, status in at_kill.items():
         if status == "done":
             assert attempts[shard] == 1
-    assert _violations(db_url, flywheel_env, run_id) == []
+    assert violations(db_url, flywheel_env, run_id) == []
 
     # The same digests as an uninterrupted run of the same spec.
     from flows.flywheel_run import flywheel_run

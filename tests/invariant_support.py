@@ -1,0 +1,22 @@
+"""The invariant checker as the end-to-end tests use it: every violation of a run, as text."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from dataflywheel.config import Settings
+from dataflywheel.db import invariants
+from dataflywheel.db.session import make_engine
+from dataflywheel.store import store_from_settings
+
+
+def violations(db_url: str, settings: Settings, run_id: int) -> list[str]:
+    """What `flywheel check RUN_ID` reports: row invariants, then objects and digests."""
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as session:
+            found = invariants.check_run(session, run_id)
+            found += invariants.check_objects(session, run_id, store_from_settings(settings))
+    finally:
+        engine.dispose()
+    return [str(v) for v in found]
