@@ -564,6 +564,49 @@ class WarmupSpec(BaseModel):
         return self
 
 
+class ResourcesSpec(BaseModel):
+    """Where the run's work goes on Ray: how many workers of each kind, and what each reserves.
+
+    ``workers/pool.py`` turns this into Ray options (actor and task resources, Ray Train's
+    ``ScalingConfig``); nothing else decides placement. The defaults fit a 2-core machine.
+    """
+
+    model_config = FROZEN
+    generators: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Generator actors per peer model (one per GPU): a pool fed shards with "
+        "backpressure. Per-request seeds make the samples the same for any pool size.",
+    )
+    generator_gpus: float = Field(
+        0, ge=0, le=8, description="GPUs each generator actor reserves (1 on a GPU node)."
+    )
+    generator_cpus: float | None = Field(
+        None,
+        gt=0,
+        le=256,
+        description="CPUs each generator actor reserves; null: one CPU shared by all of the "
+        "run's generators (they idle while verification and training run).",
+    )
+    verify_cpus: float = Field(
+        1, gt=0, le=64, description="CPUs each verification task (one shard) reserves."
+    )
+    train_workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Ray Train workers (DDP) per training run. The global batch stays "
+        "training.batch_size, split evenly, so it must divide by this.",
+    )
+    train_cpus_per_worker: float = Field(
+        1, gt=0, le=256, description="CPUs each Ray Train worker reserves."
+    )
+    train_gpus_per_worker: float = Field(
+        0, ge=0, le=8, description="GPUs each Ray Train worker reserves (0: train on CPU)."
+    )
+
+
 class RunSpec(BaseModel):
     """A self-improvement run: generate → verify → select → train → evaluate → promote."""
 
@@ -589,6 +632,9 @@ class RunSpec(BaseModel):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Evaluation.")
     promotion: PromotionSpec = Field(default_factory=PromotionSpec, description="Promotion gate.")
     curriculum: CurriculumSpec | None = Field(None, description="Difficulty schedule; null: fixed.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="Workers and their Ray resources."
+    )
 
     @property
     def eval_samples_per_prompt(self) -> int:
@@ -604,7 +650,7 @@ class RunSpec(BaseModel):
     def _cross_field(self) -> Self:
         for check in (self._method_matches_recipe, self._sample_counts, self._verifier_refs,
                       self._difficulty_bands, self._model_fits, self._peers,
-                      self._code_prompts):  # fmt: skip
+                      self._code_prompts, self._train_split):  # fmt: skip
             check()
         return self
 
@@ -660,6 +706,14 @@ class RunSpec(BaseModel):
         if getattr(self.selection, "agree_across_peers", False) and self.training.peers < 2:
             raise ValueError(
                 "selection.agree_across_peers: needs training.peers ≥ 2 (models that vote)"
+            )
+
+    def _train_split(self) -> None:
+        workers, batch = self.resources.train_workers, self.training.batch_size
+        if batch % workers:
+            raise ValueError(
+                f"resources.train_workers: training.batch_size {batch} is split evenly over "
+                f"the Ray Train workers; choose a divisor of it (got {workers})"
             )
 
     def _code_prompts(self) -> None:

@@ -210,8 +210,8 @@ class _Generator:
                     self.run_id,
                     self.spec.generation.backend,
                     backend_options=backend_options(self.spec),
-                    index=self.peer,
-                    num_cpus=pool.generator_cpus(self.spec.training.peers),
+                    index=pool.generator_index(self.spec, self.peer, 0),
+                    **pool.generator_resources(self.spec),
                 )
             try:
                 self.node = health.ready(
@@ -265,7 +265,8 @@ class _Generator:
             self.run_id,
             self.spec.generation.backend,
             backend_options=backend_options(self.spec),
-            index=self.peer,
+            index=pool.generator_index(self.spec, self.peer, 0),
+            **pool.generator_resources(self.spec),
         )
 
 

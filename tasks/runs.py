@@ -121,11 +121,13 @@ def finish_run(run_id: int, status: str, error: str | None = None) -> None:
     run cancelled meanwhile (API, Prefect UI) stays cancelled: its killed process is not a
     failure."""
     with context.session() as session:
-        if queries.get_run(session, run_id).status != "cancelled":
+        run = queries.get_run(session, run_id)
+        if run.status != "cancelled":
             queries.set_run_status(session, run_id, status, error)
+        spec = RunSpec.model_validate(run.spec)
     import ray
 
     if ray.is_initialized():
         from workers import pool
 
-        pool.release_generators(run_id)
+        pool.release_generators(run_id, pool.generator_slots(spec))

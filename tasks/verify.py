@@ -124,6 +124,7 @@ def score_samples(round_id: int, purpose: str) -> int:
         return len(samples)
 
     pool.connect(context.settings())
+    score = score_shard.options(**pool.verify_options(spec))
     bar = tqdm(total=len(todo), desc=f"round {rnd.index} verify ({purpose})", unit="shard")
     in_flight: dict[Any, int] = {}
     queue = list(todo)
@@ -134,7 +135,7 @@ def score_samples(round_id: int, purpose: str) -> int:
             needed = {pid: prompts[pid] for pid in {s[1] for s in shard}}
             with context.session() as session:
                 queries.mark_shard(session, round_id, stage, index, "running")
-            in_flight[score_shard.remote(configs, needed, shard, models)] = index
+            in_flight[score.remote(configs, needed, shard, models)] = index
         done, _ = ray.wait(list(in_flight), num_returns=1)
         index = in_flight.pop(done[0])
         rows, node, seconds = ray.get(done[0])

@@ -1,9 +1,11 @@
-"""Placement: connecting to Ray and finding or creating the run's long-lived actors.
+"""Placement: connecting to Ray, what every kind of worker reserves, and the run's actors.
 
 Runs in: the flow process (as the Ray driver). This is the one module that decides where work
-runs: a local Ray started on demand, or the cluster at ``FLYWHEEL_RAY_ADDRESS``; generator
-actors are named per run, so every task of the run (and a resumed flow) reuses the same
-loaded model instead of starting a new one.
+runs: a local Ray started on demand, or the cluster at ``FLYWHEEL_RAY_ADDRESS``; the Ray
+resources of generator actors, verification tasks and Ray Train workers, all read from the
+run spec's ``resources`` section (:func:`generator_resources`, :func:`verify_options`,
+:func:`train_scaling`); generator actors are named per run, peer and pool slot, so every task
+of the run (and a resumed flow) reuses the same loaded model instead of starting a new one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 from typing import Any
 
 from dataflywheel.config import Settings
+from dataflywheel.spec import ResourcesSpec, RunSpec
 
 NAMESPACE = "flywheel"
 # A named actor that is not detached is still reference counted: once the last handle in
@@ -80,17 +83,56 @@ def connect(settings: Settings) -> None:
         ) from exc
 
 
-def generator_cpus(peers: int) -> float:
-    """The CPUs each of a run's ``peers`` generator actors reserves: one CPU for all of them.
+def generator_cpus(actors: int) -> float:
+    """The CPUs each of a run's ``actors`` generator actors reserves by default: one CPU for
+    all of them.
 
     A generator actor lives for the whole run and keeps its reservation while it idles, and
     verification tasks and the trainer (one CPU each) run while the generators wait. On a
-    2-core machine, two peers reserving a CPU each would leave nothing for them: the round
+    2-core machine, two actors reserving a CPU each would leave nothing for them: the round
     would wait forever. Generation and training take turns, so sharing one reservation costs
-    no throughput; a GPU generator's real limit is its ``num_gpus``."""
-    if peers < 1:
-        raise ValueError(f"peers: must be ≥ 1 (got {peers})")
-    return 1 / peers
+    no throughput on one machine; a GPU generator's real limit is its ``num_gpus``, and a
+    cluster sets ``resources.generator_cpus`` to give each actor cores of its own."""
+    if actors < 1:
+        raise ValueError(f"actors: must be ≥ 1 (got {actors})")
+    return 1 / actors
+
+
+def generator_slots(spec: RunSpec) -> int:
+    """How many generator actors the run has: ``resources.generators`` per peer model."""
+    return spec.training.peers * spec.resources.generators
+
+
+def generator_index(spec: RunSpec, peer: int, slot: int) -> int:
+    """The run-wide number of peer ``peer``'s generator in pool slot ``slot``."""
+    if not 0 <= slot < spec.resources.generators:
+        raise ValueError(f"slot: 0..{spec.resources.generators - 1} (got {slot})")
+    return peer * spec.resources.generators + slot
+
+
+def generator_resources(spec: RunSpec) -> dict[str, float]:
+    """``num_cpus`` / ``num_gpus`` of each of the run's generator actors."""
+    res = spec.resources
+    cpus = res.generator_cpus or generator_cpus(generator_slots(spec))
+    return {"num_cpus": cpus, "num_gpus": res.generator_gpus}
+
+
+def verify_options(spec: RunSpec) -> dict[str, float]:
+    """Ray options of one verification task (a shard of samples)."""
+    return {"num_cpus": spec.resources.verify_cpus}
+
+
+def train_scaling(resources: ResourcesSpec) -> dict[str, Any]:
+    """Keyword arguments of Ray Train's ``ScalingConfig`` for one training run (plain data,
+    so the flow process needs no ``ray.train`` import)."""
+    per_worker = {"CPU": resources.train_cpus_per_worker}
+    if resources.train_gpus_per_worker:
+        per_worker["GPU"] = resources.train_gpus_per_worker
+    return {
+        "num_workers": resources.train_workers,
+        "use_gpu": resources.train_gpus_per_worker > 0,
+        "resources_per_worker": per_worker,
+    }
 
 
 def generator(
@@ -137,6 +179,8 @@ def replace_generator(
     *,
     backend_options: dict[str, Any] | None = None,
     index: int = 0,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
     timeout_s: float = 120.0,
 ):  # noqa: ANN201 - an ActorHandle
     """Kill the run's generator actor number ``index`` (hung: see ``workers/health.py``) and
@@ -162,11 +206,19 @@ def replace_generator(
         if time.monotonic() > deadline:
             raise RuntimeError(f"the hung actor {name} was not gone {timeout_s:g} s after kill")
         time.sleep(0.2)
-    return generator(run_id, backend, backend_options=backend_options, index=index)
+    return generator(
+        run_id,
+        backend,
+        backend_options=backend_options,
+        index=index,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+    )
 
 
 def release_generators(run_id: int, count: int = 8) -> None:
-    """Kill the run's generator actors (they hold models and engine processes)."""
+    """Kill the run's generator actors numbered below ``count`` (they hold models and engine
+    processes); ``count`` is :func:`generator_slots` of the run's spec."""
     import ray
 
     for index in range(count):

@@ -1,19 +1,67 @@
-"""Resource declarations of the generator pool (workers/pool.py)."""
+"""Resource declarations of the placement module (workers/pool.py), from the run spec."""
 
 from __future__ import annotations
 
 import pytest
 
-from workers.pool import generator_cpus
+from dataflywheel.spec import RunSpec
+from workers.pool import (
+    generator_cpus,
+    generator_index,
+    generator_resources,
+    generator_slots,
+    train_scaling,
+    verify_options,
+)
 
 
-@pytest.mark.parametrize("peers", [1, 2, 3, 4])
-def test_a_runs_generators_reserve_one_cpu_together(peers: int) -> None:
-    # Whatever the peer count, generation leaves the rest of a 2-core node to verification
+@pytest.mark.parametrize("actors", [1, 2, 3, 4])
+def test_a_runs_generators_reserve_one_cpu_together(actors: int) -> None:
+    # Whatever the actor count, generation leaves the rest of a 2-core node to verification
     # and training (a reservation of one CPU per peer deadlocked 2 peers on 2 cores).
-    assert generator_cpus(peers) * peers == pytest.approx(1.0)
+    assert generator_cpus(actors) * actors == pytest.approx(1.0)
 
 
-def test_zero_peers_is_refused() -> None:
-    with pytest.raises(ValueError, match="peers"):
+def test_zero_actors_is_refused() -> None:
+    with pytest.raises(ValueError, match="actors"):
         generator_cpus(0)
+
+
+def _spec(**resources: object) -> RunSpec:
+    return RunSpec.model_validate(
+        {
+            "model": {"source": "smollm2"},
+            "prompts": {"kind": "builtin", "family": "word_problems"},
+            "training": {"peers": 2, "batch_size": 8},
+            "resources": resources,
+        }
+    )
+
+
+def test_default_generators_share_one_cpu_across_peers_and_slots() -> None:
+    spec = _spec(generators=3)
+    assert generator_slots(spec) == 6
+    assert generator_resources(spec) == {"num_cpus": pytest.approx(1 / 6), "num_gpus": 0}
+    # Slots are numbered per peer, so each peer's pool has names of its own.
+    assert [generator_index(spec, peer, slot) for peer in (0, 1) for slot in range(3)] == [
+        0, 1, 2, 3, 4, 5,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="slot"):
+        generator_index(spec, 0, 3)
+
+
+def test_gpu_generators_and_workers_reserve_what_the_spec_says() -> None:
+    spec = _spec(generator_gpus=1, generator_cpus=4, verify_cpus=0.5,
+                 train_workers=4, train_cpus_per_worker=8, train_gpus_per_worker=1)  # fmt: skip
+    assert generator_resources(spec) == {"num_cpus": 4, "num_gpus": 1}
+    assert verify_options(spec) == {"num_cpus": 0.5}
+    assert train_scaling(spec.resources) == {
+        "num_workers": 4,
+        "use_gpu": True,
+        "resources_per_worker": {"CPU": 8, "GPU": 1},
+    }
+
+
+def test_cpu_training_asks_for_no_gpu() -> None:
+    scaling = train_scaling(_spec(train_workers=2, train_cpus_per_worker=0.5).resources)
+    assert scaling == {"num_workers": 2, "use_gpu": False, "resources_per_worker": {"CPU": 0.5}}

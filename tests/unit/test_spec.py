@@ -242,6 +242,15 @@ INVALID = {
         "selection.agree_across_peers: needs training.peers ≥ 2",
     ),
     "too_many_peers": ({"training": {"peers": 5}}, "training.peers: must be ≤ 4"),
+    "train_batch_not_split_evenly": (
+        {"training": {"batch_size": 8}, "resources": {"train_workers": 3}},
+        "resources.train_workers: training.batch_size 8 is split evenly",
+    ),
+    "negative_generator_gpus": (
+        {"resources": {"generator_gpus": -1}},
+        "resources.generator_gpus: must be ≥ 0",
+    ),
+    "unknown_resource": ({"resources": {"gpus": 1}}, "resources.gpus"),
     "batch_size_on_vllm": (
         {"generation": {"backend": "vllm", "batch_size": 64}},
         "generation.batch_size: used only by backend 'transformers'",
