@@ -605,6 +605,11 @@ class ResourcesSpec(BaseModel):
     train_gpus_per_worker: float = Field(
         0, ge=0, le=8, description="GPUs each Ray Train worker reserves (0: train on CPU)."
     )
+    train_placement: Literal["PACK", "SPREAD"] = Field(
+        "PACK",
+        description="Ray Train's placement strategy: PACK workers onto as few nodes as fit "
+        "(fast all-reduce), or SPREAD them over nodes.",
+    )
 
 
 class RunSpec(BaseModel):

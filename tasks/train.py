@@ -3,9 +3,11 @@
 Runs in: Prefect task (flow process, as the Ray driver). The mix is the round's own dataset
 plus, when the spec asks, a replayed share of earlier rounds' data and a share of the
 labelled warm-up data (drawn with the round's seed). The mix file goes to the store; the
-trainer (``workers.trainer``) fetches the parent weights and the mix, trains, uploads the new
-weights, and only then does the checkpoint row get its object key — no row ever points at a
-missing object. A checkpoint that already has weights is not trained again.
+trainer (``workers.trainer``: a Ray Train run whose workers and resources come from the
+spec's ``resources`` through ``workers.pool``) fetches the parent weights and the mix,
+trains, uploads the new weights, and only then does the checkpoint row get its object key —
+no row ever points at a missing object. A checkpoint that already has weights is not
+trained again.
 """
 
 from __future__ import annotations
@@ -114,12 +116,26 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     mix_ref = context.store().put_bytes(to_jsonl(mix))
     pool.connect(context.settings())
     store_uri, store_options, cache_dir = pool.store_args()
+    scaling = pool.train_scaling(spec.resources)
     outcome = ray.get(
-        train_remote.options(num_cpus=1).remote(
-            store_uri, store_options, parent_key, mix_ref.key, config, config.method, prompt_format
+        train_remote.options(**pool.trainer_driver_options()).remote(
+            store_uri,
+            store_options,
+            parent_key,
+            mix_ref.key,
+            config,
+            config.method,
+            prompt_format,
+            scaling,
         )
     )
-    metrics = {**asdict(outcome.result), "node": outcome.node_id, "mix_key": mix_ref.key}
+    metrics = {
+        **asdict(outcome.result),
+        "node": outcome.node_id,
+        "worker_nodes": list(outcome.worker_nodes),
+        "scaling": scaling,
+        "mix_key": mix_ref.key,
+    }
     metrics["losses"] = metrics["losses"][-200:]  # the curve's tail; the full log is not lineage
     with context.session() as session:
         queries.set_checkpoint_weights(

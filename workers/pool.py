@@ -132,7 +132,20 @@ def train_scaling(resources: ResourcesSpec) -> dict[str, Any]:
         "num_workers": resources.train_workers,
         "use_gpu": resources.train_gpus_per_worker > 0,
         "resources_per_worker": per_worker,
+        "placement_strategy": resources.train_placement,
     }
+
+
+def trainer_driver_options() -> dict[str, Any]:
+    """Ray options of the zero-CPU task that drives one Ray Train run (the workers reserve
+    what :func:`train_scaling` says). ``RAY_ADDRESS`` names this cluster for the actors Ray
+    Train starts from there: its placement-group cleaner reads Ray's state API at address
+    "auto", which fails on a machine running more than one Ray (a test suite, a laptop with
+    two clusters) and would leave its placement group behind if the driver died."""
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    return {"num_cpus": 0, "runtime_env": {"env_vars": {"RAY_ADDRESS": address}}}
 
 
 def generator(

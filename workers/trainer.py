@@ -1,22 +1,35 @@
-"""``train_checkpoint``: one SFT or DPO run from store keys to a stored checkpoint.
+"""``train_checkpoint``: one SFT or DPO run on Ray Train, from store keys to a stored checkpoint.
 
-Runs in: Ray worker. Importing this module is safe in the flow process: the trainers (torch,
-TRL) are imported inside the remote function only.
+Runs in: Ray. ``train_checkpoint`` is a zero-CPU Ray task that drives one Ray Train run (a
+``TorchTrainer`` with the ``ScalingConfig`` the placement module derives from the run spec's
+``resources``); ``train_loop`` runs in each of its workers, which Ray Train joins into one
+torch process group (gloo on CPU, NCCL on GPU), so TRL's trainer runs data-parallel (DDP):
+each worker takes its share of every global batch (``DistributedSampler``) and gradients are
+averaged across workers. Importing this module is safe in the flow process: Ray Train's torch
+side, torch and TRL are imported inside the remote functions only, which is also why the flow
+cannot build the ``TorchTrainer`` itself.
 
-Inputs and outputs are object-store keys: the base model tree, a JSONL dataset (rows
-``{"prompt", "completion"}`` for SFT, ``{"prompt", "chosen", "rejected"}`` for DPO), and the
-trained folder stored back with ``put_tree``. Everything local lives in a temporary directory
-removed at the end. Declare resources at the call, e.g.
-``train_checkpoint.options(num_cpus=2).remote(...)``; Ray sets ``OMP_NUM_THREADS`` to the
-CPUs granted, which torch uses as its thread count, unless ``config.num_threads`` says
-otherwise (the run spec's ``training.num_threads``: the generator idles while the trainer
-runs, so a CPU machine can give the trainer every core). Replays are bit-exact on CPU float32 (see
-``dataflywheel/training/sft.py``) provided the thread count is the same.
+Inputs and outputs are object-store keys: every worker fetches the base model tree and the
+JSONL dataset (rows ``{"prompt", "completion"}`` for SFT, ``{"prompt", "chosen",
+"rejected"}`` for DPO) into a temporary directory of its own; rank 0 stores the trained
+folder with ``put_tree`` and returns the outcome (Ray Train's ``Result.return_value``), so no
+shared filesystem and no Ray Train checkpoint are needed. ``TrainConfig.batch_size`` is the
+global batch: each of N workers gets ``batch_size / N`` rows per step.
+
+Threads: Ray Train sets ``OMP_NUM_THREADS`` in each worker to the CPUs it reserves, which torch
+uses, unless ``config.num_threads`` says otherwise (the run spec's ``training.num_threads``:
+the generator idles while the trainer runs, so a CPU machine can give one trainer every core).
+Replays are bit-exact on CPU float32 (see ``dataflywheel/training/sft.py``) provided the
+thread count and the number of workers are the same (gloo sums two ranks' gradients in a
+fixed order).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,15 +42,36 @@ from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.store import open_store
 from dataflywheel.training import TrainConfig, TrainResult, read_examples
 
+SINGLE_CPU_WORKER: dict[str, Any] = {
+    "num_workers": 1,
+    "use_gpu": False,
+    "resources_per_worker": {"CPU": 1},
+}
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What every Ray Train worker needs: where the inputs are and how to train."""
+
+    store_uri: str
+    store_options: dict[str, Any]
+    base_model_key: str
+    dataset_key: str
+    config: TrainConfig
+    kind: Literal["sft", "dpo"]
+    prompt_format: PromptFormat | None = None
+
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    """A stored checkpoint: its tree key and digest, the run's result, the node it ran on."""
+    """A stored checkpoint: its tree key and digest, the run's result, the node of rank 0
+    and the nodes of every worker (rank order)."""
 
     model_key: str
     digest: str
     result: TrainResult
     node_id: str
+    worker_nodes: tuple[str, ...] = ()
 
 
 @contextmanager
@@ -56,7 +90,53 @@ def _threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@ray.remote
+def _all_nodes(node: str) -> tuple[str, ...]:
+    """Every worker's node id, in rank order (just this one outside a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return (node,)
+    nodes: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    return tuple(nodes)
+
+
+def train_loop(loop_config: dict[str, TrainJob]) -> TrainOutcome | None:
+    """One Ray Train worker: fetch, train its share, and (rank 0) store the result."""
+    import ray.train
+
+    job = loop_config["job"]
+    context = ray.train.get_context()
+    world, rank = context.get_world_size(), context.get_world_rank()
+    if job.config.batch_size % world:
+        raise ValueError(
+            f"batch_size: {job.config.batch_size} rows per step do not split evenly over "
+            f"{world} workers; make resources.train_workers a divisor of training.batch_size"
+        )
+    config = dataclasses.replace(job.config, batch_size=job.config.batch_size // world)
+    store = open_store(job.store_uri, **(job.store_options or {}))
+    node = ray.get_runtime_context().get_node_id()
+    with _threads(config.num_threads), tempfile.TemporaryDirectory(prefix="flywheel-train-") as tmp:
+        work = Path(tmp)
+        base = store.get_tree(job.base_model_key, work / "base")
+        data = store.get_file(job.dataset_key, work / "data.jsonl")
+        examples = read_examples(data, job.kind)
+        if job.kind == "sft":
+            from dataflywheel.training.sft import train_sft
+
+            result = train_sft(base, examples, config, work / "out", job.prompt_format)
+        else:
+            from dataflywheel.training.dpo import train_dpo
+
+            result = train_dpo(base, examples, config, work / "out", job.prompt_format)
+        nodes = _all_nodes(node)
+        if rank != 0:
+            return None
+        ref = store.put_tree(work / "out")
+    return TrainOutcome(ref.key, ref.digest, result, node, nodes)
+
+
+@ray.remote(num_cpus=0)
 def train_checkpoint(
     store_uri: str,
     store_options: dict[str, Any],
@@ -65,24 +145,53 @@ def train_checkpoint(
     config: TrainConfig,
     kind: Literal["sft", "dpo"],
     prompt_format: PromptFormat | None = None,
+    scaling: dict[str, Any] | None = None,
 ) -> TrainOutcome:
-    """Train ``base_model_key`` on the JSONL ``dataset_key``; store and return the result.
-    ``prompt_format`` renders the rows' bare prompts as the generator renders them."""
+    """Train ``base_model_key`` on the JSONL ``dataset_key`` with Ray Train workers as
+    ``scaling`` (``ScalingConfig`` keywords, from ``workers.pool.train_scaling``; default one
+    CPU worker) says; store and return the result. ``prompt_format`` renders the rows' bare
+    prompts as the generator renders them."""
     if kind != config.method:
         raise ValueError(f"kind {kind!r} does not match config.method {config.method!r}")
-    store = open_store(store_uri, **(store_options or {}))
-    with _threads(config.num_threads), tempfile.TemporaryDirectory(prefix="flywheel-train-") as tmp:
-        work = Path(tmp)
-        base = store.get_tree(base_model_key, work / "base")
-        data = store.get_file(dataset_key, work / "data.jsonl")
-        examples = read_examples(data, kind)
-        if kind == "sft":
-            from dataflywheel.training.sft import train_sft
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
-            result = train_sft(base, examples, config, work / "out", prompt_format)
-        else:
-            from dataflywheel.training.dpo import train_dpo
+    job = TrainJob(
+        store_uri, store_options, base_model_key, dataset_key, config, kind, prompt_format
+    )
+    # Ray Train keeps its run state here; nothing of ours is written to it (rank 0 uploads
+    # the weights to the object store), so a local scratch folder is enough on any cluster.
+    storage = tempfile.mkdtemp(prefix="flywheel-raytrain-")
+    try:
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={"job": job},
+            scaling_config=ScalingConfig(**(scaling or SINGLE_CPU_WORKER)),
+            run_config=RunConfig(
+                name=f"train-{uuid.uuid4().hex[:12]}",
+                storage_path=storage,
+                # Retries belong to the Prefect task (the checkpoint row makes them safe).
+                failure_config=FailureConfig(max_failures=0),
+            ),
+        )
+        result = trainer.fit()
+    except Exception as exc:  # TrainingFailedError: surface what failed inside
+        cause = _cause(exc)
+        if cause is exc:
+            raise
+        raise cause from exc
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+    if not isinstance(result.return_value, TrainOutcome):
+        raise RuntimeError(f"Ray Train's rank 0 returned {result.return_value!r}, no checkpoint")
+    return result.return_value
 
-            result = train_dpo(base, examples, config, work / "out", prompt_format)
-        ref = store.put_tree(work / "out")
-    return TrainOutcome(ref.key, ref.digest, result, ray.get_runtime_context().get_node_id())
+
+def _cause(exc: BaseException) -> BaseException:
+    """The lowest-ranked worker's own exception inside Ray Train's ``WorkerGroupError`` (or
+    the controller's inside ``ControllerError``), so callers see e.g. the ValueError that
+    explains bad data rather than "training failed"."""
+    failures = getattr(exc, "worker_failures", None)
+    if failures:
+        return failures[min(failures)]
+    return getattr(exc, "controller_failure", None) or exc

@@ -129,6 +129,9 @@ def trainer_args(config: TrainConfig, scratch: Path) -> dict[str, Any]:
         "fp16": False,
         "gradient_checkpointing": False,
         "dataloader_num_workers": 0,
+        # Under Ray Train's DDP every trainable weight is used in every step (LoRA freezes
+        # the rest): the unused-parameter search would only cost a graph walk per step.
+        "ddp_find_unused_parameters": False,
         "dataloader_pin_memory": False,
         "save_strategy": "no",
         "eval_strategy": "no",

@@ -1,12 +1,13 @@
 """A real two-node Ray cluster of local processes: a round's shards run on both nodes and
 the results equal a single-node run's.
 
-``ray start --head`` plus a second ``ray start --address ...`` node, each with one CPU and
-its own resources (``workers/local_cluster.py``); the flow connects through
-``FLYWHEEL_RAY_ADDRESS``. The generator actor holds one node's CPU for the run, so
-verification and training land on the other node: the ledger's ``worker_node`` must name
-both. Teardown kills exactly the processes these ``ray start`` calls created, never ``ray
-stop``, which would stop every Ray on this shared machine.
+``ray start --head`` plus a second ``ray start --address ...`` node, each with one CPU and its
+own resources (``workers/local_cluster.py``); the flow connects through
+``FLYWHEEL_RAY_ADDRESS``. The generator actor holds half of one node's CPU for the run, so
+verification lands on the other node (the ledger's ``worker_node`` must name both), and the two
+Ray Train workers of the round's training (DDP over gloo) run one on each node. Teardown kills
+exactly the processes these ``ray start`` calls created, never ``ray stop``, which would stop
+every Ray on this shared machine.
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ def test_shards_run_on_both_nodes_and_match_a_single_node_run(
     from tasks import context
 
     tiny_spec["rounds"] = 1
+    # Half a CPU for the generator leaves half a CPU on its node: training's two Ray Train
+    # workers (DDP) spread over both nodes.
+    tiny_spec["resources"] = {
+        "generator_cpus": 0.5,
+        "train_workers": 2,
+        "train_cpus_per_worker": 0.5,
+        "train_placement": "SPREAD",
+    }
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec))
     spec = load_spec(spec_file)
@@ -98,6 +107,13 @@ def test_shards_run_on_both_nodes_and_match_a_single_node_run(
         sorted(nodes),
         sorted(set(seen)),
     )
+    trained = _q(
+        db_url,
+        "SELECT c.training_metrics -> 'worker_nodes' FROM checkpoints c JOIN rounds r "
+        "ON r.id = c.round_id WHERE r.run_id = :r AND r.index = 1",
+        r=clustered,
+    )
+    assert [set(w) for (w,) in trained] == [nodes], trained  # DDP across the two nodes
     ray.shutdown()
 
     del os.environ["FLYWHEEL_RAY_ADDRESS"]

@@ -59,9 +59,15 @@ def test_gpu_generators_and_workers_reserve_what_the_spec_says() -> None:
         "num_workers": 4,
         "use_gpu": True,
         "resources_per_worker": {"CPU": 8, "GPU": 1},
+        "placement_strategy": "PACK",
     }
 
 
 def test_cpu_training_asks_for_no_gpu() -> None:
-    scaling = train_scaling(_spec(train_workers=2, train_cpus_per_worker=0.5).resources)
-    assert scaling == {"num_workers": 2, "use_gpu": False, "resources_per_worker": {"CPU": 0.5}}
+    spec = _spec(train_workers=2, train_cpus_per_worker=0.5, train_placement="SPREAD")
+    assert train_scaling(spec.resources) == {
+        "num_workers": 2,
+        "use_gpu": False,
+        "resources_per_worker": {"CPU": 0.5},
+        "placement_strategy": "SPREAD",
+    }
