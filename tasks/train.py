@@ -81,6 +81,7 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
 
     from workers import pool
     from workers.trainer import train_checkpoint as train_remote
+    from workers.trainer import train_distributed
 
     with context.session() as session:
         rnd = queries.get_round(session, round_id)
@@ -117,18 +118,13 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     pool.connect(context.settings())
     store_uri, store_options, cache_dir = pool.store_args()
     scaling = pool.train_scaling(spec.resources)
-    outcome = ray.get(
-        train_remote.options(**pool.trainer_driver_options()).remote(
-            store_uri,
-            store_options,
-            parent_key,
-            mix_ref.key,
-            config,
-            config.method,
-            prompt_format,
-            scaling,
-        )
-    )
+    args = (store_uri, store_options, parent_key, mix_ref.key, config, config.method, prompt_format)
+    options = pool.trainer_options(spec.resources)
+    if pool.distributed_training(spec.resources):
+        ref = train_distributed.options(**options).remote(*args, scaling)
+    else:
+        ref = train_remote.options(**options).remote(*args)
+    outcome = ray.get(ref)
     metrics = {
         **asdict(outcome.result),
         "node": outcome.node_id,

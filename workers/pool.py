@@ -136,12 +136,26 @@ def train_scaling(resources: ResourcesSpec) -> dict[str, Any]:
     }
 
 
-def trainer_driver_options() -> dict[str, Any]:
-    """Ray options of the zero-CPU task that drives one Ray Train run (the workers reserve
-    what :func:`train_scaling` says). ``RAY_ADDRESS`` names this cluster for the actors Ray
-    Train starts from there: its placement-group cleaner reads Ray's state API at address
-    "auto", which fails on a machine running more than one Ray (a test suite, a laptop with
-    two clusters) and would leave its placement group behind if the driver died."""
+def distributed_training(resources: ResourcesSpec) -> bool:
+    """Whether training goes through Ray Train: only with more than one worker. One worker
+    needs no process group, and a plain Ray task keeps its warm process (torch, TRL
+    imported) from round to round where Ray Train would start a controller and new worker
+    processes for every checkpoint (``workers/trainer.py``)."""
+    return resources.train_workers > 1
+
+
+def trainer_options(resources: ResourcesSpec) -> dict[str, Any]:
+    """Ray options of the training call: the one-worker task reserves a worker's resources;
+    the task that drives a Ray Train run reserves none (its workers reserve what
+    :func:`train_scaling` says). ``RAY_ADDRESS`` names this cluster for the actors Ray Train
+    starts from there: its placement-group cleaner reads Ray's state API at address "auto",
+    which fails on a machine running more than one Ray (a test suite, a laptop with two
+    clusters)."""
+    if not distributed_training(resources):
+        return {
+            "num_cpus": resources.train_cpus_per_worker,
+            "num_gpus": resources.train_gpus_per_worker,
+        }
     import ray
 
     address = ray.get_runtime_context().gcs_address

@@ -1,13 +1,22 @@
-"""``train_checkpoint``: one SFT or DPO run on Ray Train, from store keys to a stored checkpoint.
+"""Training one checkpoint (SFT or DPO, TRL inside) on Ray, from store keys to a stored one.
 
-Runs in: Ray. ``train_checkpoint`` is a zero-CPU Ray task that drives one Ray Train run (a
-``TorchTrainer`` with the ``ScalingConfig`` the placement module derives from the run spec's
-``resources``); ``train_loop`` runs in each of its workers, which Ray Train joins into one
-torch process group (gloo on CPU, NCCL on GPU), so TRL's trainer runs data-parallel (DDP):
-each worker takes its share of every global batch (``DistributedSampler``) and gradients are
-averaged across workers. Importing this module is safe in the flow process: Ray Train's torch
-side, torch and TRL are imported inside the remote functions only, which is also why the flow
-cannot build the ``TorchTrainer`` itself.
+Runs in: Ray. Two entry points, chosen by the placement module (``workers.pool``) from the
+run spec's ``resources``:
+
+- ``train_checkpoint``: one worker, a plain Ray task (``resources.train_workers: 1``, the
+  default). Ray reuses its worker process from round to round, so torch, transformers and
+  TRL are imported once per run.
+- ``train_distributed``: a zero-CPU Ray task that drives one Ray Train run (a
+  ``TorchTrainer`` with the ``ScalingConfig`` from ``workers.pool.train_scaling``); its
+  workers form one torch process group (gloo on CPU, NCCL on GPU), so TRL's trainer runs
+  data-parallel (DDP): each worker takes its share of every global batch
+  (``DistributedSampler``) and gradients are averaged across workers. Ray Train starts a
+  controller and fresh worker processes for every run (measured 15–80 s of start-up on 2
+  cores, docs/benchmarks.md), which only pays when there is more than one worker.
+
+Both run :func:`train_here`. Importing this module is safe in the flow process: Ray Train's
+torch side, torch and TRL are imported inside the remote functions only, which is also why
+the flow cannot build the ``TorchTrainer`` itself.
 
 Inputs and outputs are object-store keys: every worker fetches the base model tree and the
 JSONL dataset (rows ``{"prompt", "completion"}`` for SFT, ``{"prompt", "chosen",
@@ -16,7 +25,7 @@ folder with ``put_tree`` and returns the outcome (Ray Train's ``Result.return_va
 shared filesystem and no Ray Train checkpoint are needed. ``TrainConfig.batch_size`` is the
 global batch: each of N workers gets ``batch_size / N`` rows per step.
 
-Threads: Ray Train sets ``OMP_NUM_THREADS`` in each worker to the CPUs it reserves, which torch
+Threads: Ray sets ``OMP_NUM_THREADS`` in each worker to the CPUs it reserves, which torch
 uses, unless ``config.num_threads`` says otherwise (the run spec's ``training.num_threads``:
 the generator idles while the trainer runs, so a CPU machine can give one trainer every core).
 Replays are bit-exact on CPU float32 (see ``dataflywheel/training/sft.py``) provided the
@@ -41,12 +50,6 @@ import ray
 from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.store import open_store
 from dataflywheel.training import TrainConfig, TrainResult, read_examples
-
-SINGLE_CPU_WORKER: dict[str, Any] = {
-    "num_workers": 1,
-    "use_gpu": False,
-    "resources_per_worker": {"CPU": 1},
-}
 
 
 @dataclass(frozen=True)
@@ -101,13 +104,11 @@ def _all_nodes(node: str) -> tuple[str, ...]:
     return tuple(nodes)
 
 
-def train_loop(loop_config: dict[str, TrainJob]) -> TrainOutcome | None:
-    """One Ray Train worker: fetch, train its share, and (rank 0) store the result."""
-    import ray.train
-
-    job = loop_config["job"]
-    context = ray.train.get_context()
-    world, rank = context.get_world_size(), context.get_world_rank()
+def train_here(job: TrainJob, world: int = 1, rank: int = 0) -> TrainOutcome | None:
+    """Fetch, train this worker's share (worker ``rank`` of ``world``), and (rank 0) store
+    the result and return it."""
+    if job.kind != job.config.method:
+        raise ValueError(f"kind {job.kind!r} does not match config.method {job.config.method!r}")
     if job.config.batch_size % world:
         raise ValueError(
             f"batch_size: {job.config.batch_size} rows per step do not split evenly over "
@@ -136,7 +137,15 @@ def train_loop(loop_config: dict[str, TrainJob]) -> TrainOutcome | None:
     return TrainOutcome(ref.key, ref.digest, result, node, nodes)
 
 
-@ray.remote(num_cpus=0)
+def train_loop(loop_config: dict[str, TrainJob]) -> TrainOutcome | None:
+    """One Ray Train worker."""
+    import ray.train
+
+    context = ray.train.get_context()
+    return train_here(loop_config["job"], context.get_world_size(), context.get_world_rank())
+
+
+@ray.remote(num_cpus=1)
 def train_checkpoint(
     store_uri: str,
     store_options: dict[str, Any],
@@ -145,12 +154,31 @@ def train_checkpoint(
     config: TrainConfig,
     kind: Literal["sft", "dpo"],
     prompt_format: PromptFormat | None = None,
-    scaling: dict[str, Any] | None = None,
 ) -> TrainOutcome:
-    """Train ``base_model_key`` on the JSONL ``dataset_key`` with Ray Train workers as
-    ``scaling`` (``ScalingConfig`` keywords, from ``workers.pool.train_scaling``; default one
-    CPU worker) says; store and return the result. ``prompt_format`` renders the rows' bare
-    prompts as the generator renders them."""
+    """Train ``base_model_key`` on the JSONL ``dataset_key`` in this one process; store and
+    return the result. ``prompt_format`` renders the rows' bare prompts as the generator
+    renders them. Declare resources at the call (``workers.pool.trainer_options``)."""
+    job = TrainJob(
+        store_uri, store_options, base_model_key, dataset_key, config, kind, prompt_format
+    )
+    outcome = train_here(job)
+    assert outcome is not None  # rank 0 of 1
+    return outcome
+
+
+@ray.remote(num_cpus=0)
+def train_distributed(
+    store_uri: str,
+    store_options: dict[str, Any],
+    base_model_key: str,
+    dataset_key: str,
+    config: TrainConfig,
+    kind: Literal["sft", "dpo"],
+    prompt_format: PromptFormat | None,
+    scaling: dict[str, Any],
+) -> TrainOutcome:
+    """``train_checkpoint`` on the Ray Train workers ``scaling`` describes
+    (``ScalingConfig`` keywords, from ``workers.pool.train_scaling``)."""
     if kind != config.method:
         raise ValueError(f"kind {kind!r} does not match config.method {config.method!r}")
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -166,7 +194,7 @@ def train_checkpoint(
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={"job": job},
-            scaling_config=ScalingConfig(**(scaling or SINGLE_CPU_WORKER)),
+            scaling_config=ScalingConfig(**scaling),
             run_config=RunConfig(
                 name=f"train-{uuid.uuid4().hex[:12]}",
                 storage_path=storage,

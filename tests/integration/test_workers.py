@@ -1,9 +1,9 @@
 """Ray workers on a real local Ray: build a base model, serve it, train a checkpoint.
 
-One Ray (2 CPUs, no dashboard) serves the module. The generator holds one CPU; training runs
-on Ray Train workers (the driver task reserves none), one CPU by default, so torch runs on
-one thread there (Ray sets OMP_NUM_THREADS from the CPUs a worker reserves). The DDP test
-splits the other CPU over two Ray Train workers.
+One Ray (2 CPUs, no dashboard) serves the module. The generator holds one CPU; a one-worker
+training task gets the other, so torch runs on one thread there (Ray sets OMP_NUM_THREADS from
+the CPUs a worker reserves). The DDP test splits that CPU over two Ray Train workers (the task
+that drives Ray Train reserves none).
 """
 
 from __future__ import annotations
@@ -24,13 +24,10 @@ from dataflywheel.training import TrainConfig
 from dataflywheel.training.tiny import TinyModelConfig
 from workers.bootstrap import build_base_model
 from workers.generator import GeneratorWorker
-from workers.trainer import TrainOutcome
-from workers.trainer import train_checkpoint as train_remote
+from workers.trainer import TrainOutcome, train_checkpoint, train_distributed
 
 TINY = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256)
 GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=6)
-# What tasks/train.py asks for (workers.pool.trainer_driver_options, minus the cluster address).
-train_checkpoint = train_remote.options(num_cpus=0)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +112,7 @@ def test_train_checkpoint_stores_a_new_model(
     )
     assert outcome.model_key != base_key and digest_of_key(outcome.model_key) == outcome.digest
     assert outcome.result.steps == 5 and outcome.result.examples == 10
-    assert outcome.result.threads == 1  # what Ray granted the one Ray Train worker
+    assert outcome.result.threads == 1  # what Ray granted (num_cpus=1)
     assert outcome.node_id == ray.get_runtime_context().get_node_id()
     assert outcome.worker_nodes == (outcome.node_id,)
     trained = store.get_tree(outcome.model_key, tmp_path / "trained")
@@ -183,15 +180,18 @@ def test_ddp_over_two_ray_train_workers(
     two = {"num_workers": 2, "use_gpu": False, "resources_per_worker": {"CPU": 0.5}}
     one = {"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 0.5}}
     args = (store.uri, {}, base_key, dataset_key, config, "sft", None)
-    ddp: TrainOutcome = ray.get(train_checkpoint.remote(*args, two))
-    single: TrainOutcome = ray.get(train_checkpoint.remote(*args, one))
+    ddp: TrainOutcome = ray.get(train_distributed.remote(*args, two))
+    single: TrainOutcome = ray.get(train_distributed.remote(*args, one))
+    plain: TrainOutcome = ray.get(train_checkpoint.options(num_cpus=0.5).remote(*args))
     assert len(ddp.worker_nodes) == 2 and ddp.result.steps == single.result.steps == 4
     # Two workers with 4 rows each see the same global batches of 8 as one worker with 8:
     # gradients are averaged across workers, so the losses agree to float rounding.
     assert ddp.result.losses == pytest.approx(single.result.losses, rel=1e-4)
     assert ddp.model_key != base_key
+    # One Ray Train worker and the plain one-worker task train the same model.
+    assert plain.result.losses == pytest.approx(single.result.losses, rel=1e-5)
     # Same inputs, same worker count: the same bytes (gloo sums in a fixed order).
-    again: TrainOutcome = ray.get(train_checkpoint.remote(*args, two))
+    again: TrainOutcome = ray.get(train_distributed.remote(*args, two))
     assert again.model_key == ddp.model_key
 
 
@@ -202,6 +202,6 @@ def test_batch_that_does_not_split_over_the_workers_is_refused(
         method="sft", mode="full", learning_rate=1e-3, batch_size=3, seed=0, max_steps=1
     )
     two = {"num_workers": 2, "use_gpu": False, "resources_per_worker": {"CPU": 0.5}}
-    ref = train_checkpoint.remote(store.uri, {}, base_key, base_key, config, "sft", None, two)
+    ref = train_distributed.remote(store.uri, {}, base_key, base_key, config, "sft", None, two)
     with pytest.raises(ValueError, match="batch_size: 3 rows per step do not split evenly"):
         ray.get(ref)

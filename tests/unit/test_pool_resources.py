@@ -6,11 +6,13 @@ import pytest
 
 from dataflywheel.spec import RunSpec
 from workers.pool import (
+    distributed_training,
     generator_cpus,
     generator_index,
     generator_resources,
     generator_slots,
     train_scaling,
+    trainer_options,
     verify_options,
 )
 
@@ -71,3 +73,12 @@ def test_cpu_training_asks_for_no_gpu() -> None:
         "resources_per_worker": {"CPU": 0.5},
         "placement_strategy": "SPREAD",
     }
+
+
+def test_one_training_worker_is_a_plain_task_with_the_workers_resources() -> None:
+    # Ray Train would start a controller and fresh worker processes for every checkpoint;
+    # one worker needs no process group, so it stays a task in a warm process.
+    spec = _spec(train_cpus_per_worker=2, train_gpus_per_worker=1)
+    assert not distributed_training(spec.resources)
+    assert trainer_options(spec.resources) == {"num_cpus": 2, "num_gpus": 1}
+    assert distributed_training(_spec(train_workers=2).resources)
