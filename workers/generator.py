@@ -12,11 +12,12 @@ only when the key or dtype changes.
 
 Health: the backend reports every decoding step to the actor (:data:`Progress`), and
 :meth:`GeneratorWorker.health` — in a concurrency group of its own, so it answers while a
-generate call runs — says what the actor is doing and how long ago it last produced a token.
-The driver (``workers/health.py``) declares the actor hung when that answer is late or the
-tokens stop, kills it and starts a fresh one. :meth:`GeneratorWorker.probe` is a real 1-token
-generation, run on a (re)started actor before it gets shards. :meth:`inject_stall` is the
-fault hook the tests use to make a real backend stop producing tokens.
+generate call runs — says what the actor is doing and how long ago it last produced a token
+(:meth:`GeneratorWorker.stats`, in the same group, what work it answered). The driver
+(``workers/health.py``) declares the actor hung when that answer is late or the tokens stop,
+kills it and starts a fresh one. :meth:`GeneratorWorker.probe` is a real 1-token generation,
+run on a (re)started actor before it gets shards. :meth:`inject_stall` is the fault hook the
+tests use to make a real backend stop producing tokens.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class GeneratorWorker:
         self._state_at = self._progress_at = time.monotonic()
         self._steps = 0
         self._stall_after: int | None = None  # inject_stall: steps left before stalling
+        self._calls = self._requests = 0  # generate calls answered, and their requests
 
     def _enter(self, state: str) -> None:
         self._state, self._state_at = state, time.monotonic()
@@ -147,9 +149,11 @@ class GeneratorWorker:
             self.load(self.model_key, sampling.dtype)
         self._enter("generating")
         try:
-            return self.backend.generate(list(requests), sampling, self._tick)
+            completions = self.backend.generate(list(requests), sampling, self._tick)
         finally:
             self._enter("idle")
+        self._calls, self._requests = self._calls + 1, self._requests + len(requests)
+        return completions
 
     def generate_timed(
         self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
@@ -188,6 +192,12 @@ class GeneratorWorker:
             "node_id": self.node_id(),
             "pid": os.getpid(),
         }
+
+    @ray.method(concurrency_group="health")
+    def stats(self) -> dict[str, int]:
+        """Work this actor process answered: ``generate`` calls (a stage's shards) and their
+        requests; a pool's actors split a stage's shards between them."""
+        return {"generate_calls": self._calls, "requests": self._requests}
 
     @ray.method(concurrency_group="health")
     def inject_stall(self, after_steps: int = 0) -> None:
