@@ -129,11 +129,18 @@ def merge_round_manifest(session: Session, round_id: int, patch: dict[str, Any])
 
 def add_compute_seconds(session: Session, round_id: int, stage: str, seconds: float) -> None:
     """Add to ``manifest.compute_seconds[stage]``: time spent in model or verifier code, as
-    opposed to the plumbing around it (the overhead benchmark compares the two)."""
+    opposed to the plumbing around it (the overhead benchmark compares the two).
+
+    The row lock is ``FOR NO KEY UPDATE``: every sample, score or ledger row written earlier
+    in the same transaction took a ``FOR KEY SHARE`` lock on this round through its foreign
+    key, and two peers committing shards at once each hold one. ``FOR UPDATE`` conflicts with
+    the other's key-share lock, so each waited for the other: a deadlock (seen in the
+    arithmetic example's round 2). A manifest update changes no key, and the lock that fits
+    it does not conflict with key-share locks."""
     rnd = session.execute(
         sa.select(Round)
         .where(Round.id == round_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     ).scalar_one()
     manifest = dict(rnd.manifest or {})
