@@ -1,7 +1,9 @@
-"""The invariant checker as the end-to-end tests use it: every violation of a run, as text."""
+"""What the end-to-end tests read back from a run's database: every invariant violation of a
+run, as text, and plain SQL query results."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dataflywheel.config import Settings
@@ -20,3 +22,13 @@ def violations(db_url: str, settings: Settings, run_id: int) -> list[str]:
     finally:
         engine.dispose()
     return [str(v) for v in found]
+
+
+def query(db_url: str, sql: str, **params: object) -> list[tuple]:
+    """The rows of one SQL query, as tuples, on a connection of its own."""
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
+    finally:
+        engine.dispose()

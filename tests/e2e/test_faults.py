@@ -28,7 +28,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import sqlalchemy as sa
 import yaml
 from invariant_support import violations
 from sqlalchemy.orm import Session
@@ -38,18 +37,10 @@ from dataflywheel.db import embedded, invariants, migrate
 from dataflywheel.db.session import make_engine
 from dataflywheel.spec import load_spec
 from dataflywheel.store import store_from_settings
+from tests.invariant_support import query
 from workers.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
-
-
-def _q(db_url: str, sql: str, **params: object) -> list[tuple]:
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
-    finally:
-        engine.dispose()
 
 
 def _generator_processes(data_dir: str) -> list[psutil.Process]:
@@ -92,7 +83,7 @@ def test_killed_generator_actor_is_restarted_and_the_round_completes(
         while not killed:
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "round 1 never started generating"
-            if _q(db_url, running)[0][0]:
+            if query(db_url, running)[0][0]:
                 for actor in _generator_processes(data_dir):
                     actor.send_signal(signal.SIGKILL)
                     killed.append(actor.pid)
@@ -101,9 +92,9 @@ def test_killed_generator_actor_is_restarted_and_the_round_completes(
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    (run_id,) = _q(db_url, "SELECT id FROM runs")[0]
-    assert _q(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
-    attempts = _q(
+    (run_id,) = query(db_url, "SELECT id FROM runs")[0]
+    assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
+    attempts = query(
         db_url,
         "SELECT s.shard_index, s.attempt, s.status FROM stage_shards s JOIN rounds r "
         "ON r.id = s.round_id WHERE r.run_id = :r AND r.index = 1 "
@@ -126,7 +117,7 @@ def test_killed_generator_actor_is_restarted_and_the_round_completes(
 
 def _digests(db_url: str, run_id: int) -> list[tuple]:
     """Per round: dataset and checkpoint digests, gate decision, every sample's text."""
-    return _q(
+    return query(
         db_url,
         "SELECT r.index, d.digest, c.digest, c.status, (SELECT string_agg(s.text, '|' ORDER BY "
         "p.content_hash, s.purpose, s.sample_index) FROM samples s JOIN prompts p ON "
@@ -206,7 +197,7 @@ def test_stalled_generator_is_replaced_and_its_shard_retried(
     assert faulted == clean + 1 and stalled
     assert time.monotonic() - started < 600
     # The first generation of the run (round 0's baseline) stalled and was redone.
-    assert _q(
+    assert query(
         db_url,
         "SELECT s.stage, s.shard_index, s.attempt, s.status FROM stage_shards s JOIN rounds r "
         "ON r.id = s.round_id WHERE r.run_id = :r AND s.stage LIKE 'generate%%' "
@@ -280,8 +271,8 @@ def test_killed_worker_node_mid_verification_the_round_completes(
     ):
         time.sleep(1)
     assert [n["Alive"] for n in ray.nodes() if n["NodeID"] == killed["node_id"]] == [False]
-    assert _q(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
-    shards = _q(
+    assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
+    shards = query(
         db_url,
         "SELECT s.shard_index, s.status, s.worker_node, extract(epoch FROM s.finished_at) "
         "FROM stage_shards s JOIN rounds r ON r.id = s.round_id WHERE r.run_id = :r "
@@ -322,7 +313,7 @@ def test_postgres_restart_mid_ingest_the_stage_is_retried(
             "WHERE r.index = 1 AND s.stage = 'generate_train' AND s.status = 'running'"
         )
         while not stop.is_set():
-            if _q(db_url, running)[0][0]:
+            if query(db_url, running)[0][0]:
                 before = embedded.running(pgdata)
                 restarted["at"] = time.time()
                 assert embedded.stop(pgdata)
@@ -341,8 +332,8 @@ def test_postgres_restart_mid_ingest_the_stage_is_retried(
         finally:
             saboteur.finish()  # its error first: a failed restart explains a failed run
         assert restarted.get("up"), "the server was never restarted"
-        assert _q(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
-        shards = _q(
+        assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
+        shards = query(
             db_url,
             "SELECT s.shard_index, s.status, extract(epoch FROM s.finished_at) FROM stage_shards "
             "s JOIN rounds r ON r.id = s.round_id WHERE r.run_id = :r AND r.index = 1 "

@@ -18,28 +18,18 @@ import threading
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from dataflywheel.config import Settings
-from dataflywheel.db.session import make_engine
 from dataflywheel.spec import load_spec
+from tests.invariant_support import query
 from workers.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 
 
-def _q(db_url: str, sql: str, **params: object) -> list[tuple]:
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
-    finally:
-        engine.dispose()
-
-
 def _digests(db_url: str, run_id: int) -> list[tuple]:
-    return _q(
+    return query(
         db_url,
         "SELECT r.index, d.digest, c.digest, c.status, (SELECT string_agg(s.text, '|' ORDER BY "
         "p.content_hash, s.purpose, s.sample_index) FROM samples s JOIN prompts p ON "
@@ -95,7 +85,7 @@ def test_shards_run_on_both_nodes_and_match_a_single_node_run(
     watcher.join()
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2
-    used = _q(
+    used = query(
         db_url,
         "SELECT r.index, s.stage, s.worker_node FROM stage_shards s JOIN rounds r "
         "ON r.id = s.round_id WHERE r.run_id = :r ORDER BY 1, 2",
@@ -107,7 +97,7 @@ def test_shards_run_on_both_nodes_and_match_a_single_node_run(
         sorted(nodes),
         sorted(set(seen)),
     )
-    trained = _q(
+    trained = query(
         db_url,
         "SELECT c.training_metrics -> 'worker_nodes' FROM checkpoints c JOIN rounds r "
         "ON r.id = c.round_id WHERE r.run_id = :r AND r.index = 1",

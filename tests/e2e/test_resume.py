@@ -20,13 +20,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-import sqlalchemy as sa
 import yaml
 from invariant_support import violations
 
 from dataflywheel.config import Settings
-from dataflywheel.db.session import make_engine
 from dataflywheel.spec import load_spec
+from tests.invariant_support import query
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +44,8 @@ TABLES = (
 )
 
 
-def _q(db_url: str, sql: str, **params: object) -> list[tuple]:
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
-    finally:
-        engine.dispose()
-
-
 def _digests(db_url: str, run_id: int) -> list[tuple]:
-    return _q(
+    return query(
         db_url,
         "SELECT r.index, r.status, d.digest, c.digest, c.status FROM rounds r "
         "LEFT JOIN datasets d ON d.round_id = r.id LEFT JOIN checkpoints c ON c.round_id = r.id "
@@ -65,7 +55,7 @@ def _digests(db_url: str, run_id: int) -> list[tuple]:
 
 
 def _counts(db_url: str) -> dict[str, int]:
-    return {t: _q(db_url, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
+    return {t: query(db_url, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
 
 
 def _run_processes(data_dir: str) -> list[psutil.Process]:
@@ -110,17 +100,17 @@ def test_kill_flow_mid_round_then_resume(
     )
     deadline = time.monotonic() + 300
     try:
-        while ("done",) not in [(s,) for _, s in _q(db_url, ledger)]:
+        while ("done",) not in [(s,) for _, s in query(db_url, ledger)]:
             assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no generation shard finished in 300 s"
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    at_kill = dict(_q(db_url, ledger))
-    (run_id,), *_ = _q(db_url, "SELECT id FROM runs")
-    assert _q(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("running",)]
-    assert _q(db_url, "SELECT status FROM rounds WHERE run_id = :r AND index = 1", r=run_id) == [
+    at_kill = dict(query(db_url, ledger))
+    (run_id,), *_ = query(db_url, "SELECT id FROM runs")
+    assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("running",)]
+    assert query(db_url, "SELECT status FROM rounds WHERE run_id = :r AND index = 1", r=run_id) == [
         ("running",)
     ]
     # Nothing of the killed run keeps running (its local Ray shares its fate).
@@ -135,10 +125,10 @@ def test_kill_flow_mid_round_then_resume(
     resumed = _flywheel("resume", str(run_id), env=env, stdout=subprocess.PIPE, text=True)
     out, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out
-    assert _q(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
+    assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
     # Finished shards were skipped (still their first attempt), the rest were done.
     attempts = dict(
-        _q(
+        query(
             db_url,
             "SELECT s.shard_index, s.attempt FROM stage_shards s JOIN rounds r "
             "ON r.id = s.round_id WHERE r.run_id = :r AND r.index = 1 "

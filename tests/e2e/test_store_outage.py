@@ -17,7 +17,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-import sqlalchemy as sa
 import yaml
 from moto.server import ThreadedMotoServer
 from sqlalchemy.orm import Session
@@ -26,17 +25,9 @@ from dataflywheel.config import Settings
 from dataflywheel.db import invariants
 from dataflywheel.db.session import make_engine
 from dataflywheel.store import store_from_settings
+from tests.invariant_support import query
 
 pytestmark = pytest.mark.slow
-
-
-def _q(db_url: str, sql: str, **params: object) -> list[tuple]:
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
-    finally:
-        engine.dispose()
 
 
 def _flywheel(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -83,7 +74,7 @@ def test_store_outage_during_training_then_resume(
             "WHERE r.index = 1"
         )
         deadline = time.monotonic() + 300
-        while not _q(db_url, training)[0][0]:
+        while not query(db_url, training)[0][0]:
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "round 1 never started training"
             time.sleep(0.1)
@@ -91,11 +82,11 @@ def test_store_outage_during_training_then_resume(
         assert proc.wait(timeout=300) != 0
         output = " ".join(log.read_text().split())
         assert f"cannot reach S3 at {endpoint}" in output
-        (run_id,) = _q(db_url, "SELECT id FROM runs")[0]
-        assert _q(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("failed",)]
+        (run_id,) = query(db_url, "SELECT id FROM runs")[0]
+        assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("failed",)]
         # No row names an object the store does not hold: every checkpoint without its
         # upload has no key, and the round did not finish.
-        assert _q(
+        assert query(
             db_url,
             "SELECT count(*) FROM rounds WHERE run_id = :r AND index = 1 AND status = 'succeeded'",
             r=run_id,
@@ -116,6 +107,6 @@ def test_store_outage_during_training_then_resume(
             assert [str(v) for v in found] == []
         finally:
             engine.dispose()
-        assert _q(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
+        assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
     finally:
         server.stop()

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 import ray
-import sqlalchemy as sa
 
-from dataflywheel.db.session import make_engine
 from dataflywheel.spec import RunSpec
+from tests.invariant_support import query
 from workers import health, pool
 
 PROMPTS, SAMPLES, SHARD = 12, 2, 4  # 24 requests: 6 shards
@@ -95,18 +94,9 @@ def _baseline(generators: int) -> int:
     return run_id
 
 
-def _q(db_url: str, sql: str, **params: object) -> list[tuple]:
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
-    finally:
-        engine.dispose()
-
-
 def _samples(db_url: str, run_id: int) -> list[tuple]:
     """Every sample of the run, as it would be anywhere: prompt content, index, seed, text."""
-    return _q(
+    return query(
         db_url,
         "SELECT p.content_hash, s.sample_index, s.seed, s.text, s.completion_tokens, "
         "s.finish_reason, s.sampling_params::text FROM samples s JOIN prompts p "
@@ -117,7 +107,7 @@ def _samples(db_url: str, run_id: int) -> list[tuple]:
 
 
 def _shards(db_url: str, run_id: int) -> list[tuple]:
-    return _q(
+    return query(
         db_url,
         "SELECT s.shard_index, s.status, s.attempt FROM stage_shards s JOIN rounds r "
         "ON r.id = s.round_id WHERE r.run_id = :r AND s.stage = 'generate_baseline' "
@@ -164,7 +154,7 @@ def test_a_failed_pool_actor_loses_only_its_shards(
     monkeypatch.setenv("FLYWHEEL_GENERATION_STALL_TIMEOUT_S", "5")
     context.reset()
     seen: dict[str, object] = {}
-    run_id = _q(db_url, "SELECT coalesce(max(id), 0) FROM runs")[0][0] + 1  # the next run's
+    run_id = query(db_url, "SELECT coalesce(max(id), 0) FROM runs")[0][0] + 1  # the next run's
 
     def fail_second_actor_mid_stage(stop: threading.Event) -> None:
         # The second actor of the next run, as soon as it exists (it then still loads its
