@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -92,34 +91,19 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
-    os.environ["FLYWHEEL_DATA_DIR"] = str(tmp / "data")
-    os.environ["FLYWHEEL_STORE_URI"] = str(tmp / "objects")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"  # tasks run flow-less
-    for var in ("FLYWHEEL_PREFECT_API_URL", "PREFECT_API_URL", "FLYWHEEL_RAY_ADDRESS"):
-        os.environ.pop(var, None)
-
     import sqlalchemy as sa
 
-    from dataflywheel import prefect_server
-    from dataflywheel.config import Settings
-    from dataflywheel.db import embedded, migrate
-    from dataflywheel.db.session import engine_from_settings
+    from bench.local_stack import local_stack
     from dataflywheel.spec import RunSpec
-
-    settings = Settings()
-    engine = engine_from_settings(settings)
-    migrate.upgrade(engine)
-    server = prefect_server.start(settings)
-    os.environ["PREFECT_API_URL"] = server.api_url
-    from tasks.generate import generate_samples
-    from tasks.rounds import start_round
-    from tasks.runs import prepare_base_model, register_run
 
     spec = RunSpec.model_validate(spec_dict(args.backend, args.prompts, args.max_tokens))
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
-    try:
+    with local_stack() as engine:
+        from tasks.generate import generate_samples
+        from tasks.rounds import start_round
+        from tasks.runs import prepare_base_model, register_run
+
         run_id = register_run(spec)
         base = prepare_base_model(run_id)
         round_id = start_round(run_id, 0)
@@ -138,18 +122,9 @@ def main() -> None:
                 sa.text(
                     "SELECT s.text, s.completion_tokens FROM samples s WHERE s.round_id = :r "
                     "AND s.purpose = 'eval' ORDER BY s.prompt_id"
-                ),  # fmt: skip
+                ),
                 {"r": round_id},
             ).all()
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        prefect_server.stop(settings)
-        engine.dispose()
-        if not settings.database_url:
-            embedded.stop(settings.embedded_pgdata)
 
     stage_tokens = sum(r[1] for r in rows)
     same = sum(a == b for a, b in zip((r[0] for r in rows), raw_texts, strict=False))

@@ -22,9 +22,7 @@ the overhead for both bounds.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -175,46 +173,23 @@ def main() -> None:
     if args.run_id is not None:
         existing_run(args.run_id)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
-    os.environ["FLYWHEEL_DATA_DIR"] = str(tmp / "data")
-    os.environ["FLYWHEEL_STORE_URI"] = str(tmp / "objects")
-    for var in ("FLYWHEEL_PREFECT_API_URL", "PREFECT_API_URL"):
-        os.environ.pop(var, None)
+    import sqlalchemy as sa
 
-    from dataflywheel import prefect_server
-    from dataflywheel.config import Settings
-    from dataflywheel.db import embedded, migrate
-    from dataflywheel.db.session import engine_from_settings
+    from bench.local_stack import local_stack
     from dataflywheel.spec import RunSpec
 
-    settings = Settings()
-    engine = engine_from_settings(settings)
-    migrate.upgrade(engine)
-    server = prefect_server.start(settings)
-    os.environ["PREFECT_API_URL"] = server.api_url
-    from flows.flywheel_run import flywheel_run
-
     spec = RunSpec.model_validate(spec_dict(args.prompts, args.samples, args.steps))
-    start = time.perf_counter()
-    try:
+    with local_stack() as engine:
+        from flows.flywheel_run import flywheel_run
+
+        start = time.perf_counter()
         run_id = flywheel_run(spec)
         wall = time.perf_counter() - start
-        import sqlalchemy as sa
-
         with engine.connect() as conn:
             manifest = conn.execute(
                 sa.text("SELECT manifest FROM rounds WHERE run_id = :r AND index = 1"),
                 {"r": run_id},
             ).scalar_one()
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        prefect_server.stop(settings)
-        engine.dispose()
-        if not settings.database_url:
-            embedded.stop(settings.embedded_pgdata)
 
     share = print_round(
         f"round 1 of a run with {args.prompts} prompts x {args.samples} samples, "
