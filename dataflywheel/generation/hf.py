@@ -88,10 +88,14 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, num_threads: int | None = None) -> None:
+        """``num_threads``: torch threads while generating (None: the process's setting)."""
         if batch_size < 1:
             raise ValueError(f"batch_size: must be ≥ 1 (got {batch_size})")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads: must be ≥ 1 (got {num_threads})")
         self.batch_size = batch_size
+        self.num_threads = num_threads
         self.model = None
         self.tokenizer = None
         self.dtype: str | None = None
@@ -131,9 +135,15 @@ class TransformersBackend:
                 f"{self.dtype!r}; load it again in {sampling.dtype!r}"
             )
         out: list[Completion] = []
-        for start in range(0, len(requests), self.batch_size):
-            batch = requests[start : start + self.batch_size]
-            out.extend(self._batch(batch, sampling, progress))
+        before = torch.get_num_threads()
+        if self.num_threads is not None:
+            torch.set_num_threads(self.num_threads)
+        try:
+            for start in range(0, len(requests), self.batch_size):
+                batch = requests[start : start + self.batch_size]
+                out.extend(self._batch(batch, sampling, progress))
+        finally:
+            torch.set_num_threads(before)
         return out
 
     # --- one batch --------------------------------------------------------------------

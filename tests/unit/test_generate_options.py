@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from dataflywheel.spec import load_spec
+import pytest
+from pydantic import ValidationError
+
+from dataflywheel.spec import RunSpec, load_spec
 from tasks.generate import backend_options
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -18,4 +22,35 @@ def test_vllm_always_gets_an_explicit_kv_cache_size() -> None:
     hf = spec.model_copy(
         update={"generation": spec.generation.model_copy(update={"backend": "transformers"})}
     )
-    assert backend_options(hf) == {}
+    assert "kv_cache_gib" not in backend_options(hf)
+
+
+def test_generation_threads_reach_the_backend_and_openai_refuses_them() -> None:
+    spec = load_spec(EXAMPLES / "smollm2-star.yaml")
+    gen = spec.generation.model_copy(update={"num_threads": 2})
+    assert backend_options(spec.model_copy(update={"generation": gen}))["num_threads"] == 2
+    hf = gen.model_copy(update={"backend": "transformers"})
+    assert backend_options(spec.model_copy(update={"generation": hf})) == {"num_threads": 2}
+    raw = spec.model_dump(mode="json")
+    raw["generation"].update(
+        backend="openai", base_url="http://localhost:8000/v1", model_name="m", num_threads=2
+    )
+    with pytest.raises(ValidationError, match="num_threads"):
+        RunSpec.model_validate(raw)
+
+
+def test_cpu_thread_binding_uses_the_process_cores_and_keeps_a_user_binding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dataflywheel.generation.vllm_backend import bind_cpu_threads
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.delenv("FLYWHEEL_VLLM_THREADS_BIND", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {5, 3, 9})
+    bind_cpu_threads(2)
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "3,5"
+    bind_cpu_threads(8)  # our own earlier binding may change; capped at the cores we have
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "3,5,9"
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")  # the user's: left alone
+    bind_cpu_threads(1)
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
