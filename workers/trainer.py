@@ -39,8 +39,6 @@ import dataclasses
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +47,7 @@ import ray
 
 from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.store import open_store
+from dataflywheel.torch_threads import torch_threads
 from dataflywheel.training import TrainConfig, TrainResult, read_examples
 
 
@@ -77,22 +76,6 @@ class TrainOutcome:
     worker_nodes: tuple[str, ...] = ()
 
 
-@contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    """torch's thread count for one training run; the worker process keeps its own after."""
-    if count is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _all_nodes(node: str) -> tuple[str, ...]:
     """Every worker's node id, in rank order (just this one outside a process group)."""
     import torch.distributed as dist
@@ -117,7 +100,10 @@ def train_here(job: TrainJob, world: int = 1, rank: int = 0) -> TrainOutcome | N
     config = dataclasses.replace(job.config, batch_size=job.config.batch_size // world)
     store = open_store(job.store_uri, **(job.store_options or {}))
     node = ray.get_runtime_context().get_node_id()
-    with _threads(config.num_threads), tempfile.TemporaryDirectory(prefix="flywheel-train-") as tmp:
+    with (
+        torch_threads(config.num_threads),
+        tempfile.TemporaryDirectory(prefix="flywheel-train-") as tmp,
+    ):
         work = Path(tmp)
         base = store.get_tree(job.base_model_key, work / "base")
         data = store.get_file(job.dataset_key, work / "data.jsonl")

@@ -44,6 +44,7 @@ from dataflywheel.generation import (
     Progress,
     SamplingConfig,
 )
+from dataflywheel.torch_threads import torch_threads
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -135,15 +136,10 @@ class TransformersBackend:
                 f"{self.dtype!r}; load it again in {sampling.dtype!r}"
             )
         out: list[Completion] = []
-        before = torch.get_num_threads()
-        if self.num_threads is not None:
-            torch.set_num_threads(self.num_threads)
-        try:
+        with torch_threads(self.num_threads):
             for start in range(0, len(requests), self.batch_size):
                 batch = requests[start : start + self.batch_size]
                 out.extend(self._batch(batch, sampling, progress))
-        finally:
-            torch.set_num_threads(before)
         return out
 
     # --- one batch --------------------------------------------------------------------

@@ -147,15 +147,14 @@ def bind_cpu_threads(count: int) -> None:
     this process may run on (its Ray actor's or cgroup's affinity), through
     ``VLLM_CPU_OMP_THREADS_BIND``. vLLM's automatic binding keeps one core for its front
     end, which on a 2-core machine halves sampling speed. A binding the user set is kept."""
-    if os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto") not in ("auto", _bound_by_us()):
+    if os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto") not in (
+        "auto",
+        os.environ.get(_BOUND_MARK),
+    ):
         return
     cores = sorted(os.sched_getaffinity(0))
     chosen = ",".join(str(c) for c in cores[: min(count, len(cores))])
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = os.environ[_BOUND_MARK] = chosen
-
-
-def _bound_by_us() -> str | None:
-    return os.environ.get(_BOUND_MARK)
 
 
 class VLLMBackend:
