@@ -129,6 +129,7 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int, peer: int 
         )
     todo = [i for i in range(len(shards)) if status.get(i) != "done"]
     if not todo:
+        _record_loads(gens, round_id, stage)
         return len(requests)
     params = {
         **asdict(sampling),
@@ -154,7 +155,17 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int, peer: int 
 
     generator_pool.run(gens, shards, todo, sampling, begin, finish)
     bar.close()
+    _record_loads(gens, round_id, stage)
     return len(requests)
+
+
+def _record_loads(gens: list[generator_pool.Generator], round_id: int, stage: str) -> None:
+    """Add the seconds the stage's actors spent loading its model to the round's
+    ``compute_seconds`` under ``load_<stage>``: model work, but not generation."""
+    seconds = sum(gen.call(gen.actor.take_load_seconds.remote()) for gen in gens if gen.node)
+    if seconds > 0:
+        with context.session() as session:
+            queries.add_compute_seconds(session, round_id, f"load_{stage}", seconds)
 
 
 def _render(

@@ -91,6 +91,7 @@ class GeneratorWorker:
         self._steps = 0
         self._stall_after: int | None = None  # inject_stall: steps left before stalling
         self._calls = self._requests = 0  # generate calls answered, and their requests
+        self._load_seconds = 0.0  # spent in loads since the last take_load_seconds
 
     def _enter(self, state: str) -> None:
         self._state, self._state_at = state, time.monotonic()
@@ -110,14 +111,23 @@ class GeneratorWorker:
         key = normalize_key(model_key)
         if (key, dtype) != (self.model_key, self.dtype):
             self._enter("loading")
+            start = time.perf_counter()
             try:
                 path = fetch_model(self.store, key, self.cache_dir)
                 self.model_key = self.dtype = None  # stays unset if the load below fails
                 self.backend.load(path, dtype)
                 self.model_key, self.dtype, self.model_path = key, dtype, path
             finally:
+                self._load_seconds += time.perf_counter() - start
                 self._enter("idle")
         return self.node_id()
+
+    def take_load_seconds(self) -> float:
+        """Seconds spent loading models (store fetch and engine load) since the last call,
+        which starts the count again: the generate stage records them apart from plumbing
+        and from generation (bench/round_overhead.py)."""
+        seconds, self._load_seconds = self._load_seconds, 0.0
+        return seconds
 
     def apply_chat_template(self, prompts: Sequence[str]) -> list[str]:
         """Each prompt as a user turn in the loaded model's chat template, ready for the

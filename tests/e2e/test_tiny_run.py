@@ -110,12 +110,18 @@ def test_two_rounds_leave_exactly_the_expected_rows(
         ):
             assert n == 10
         # A manifest per round, in the database and in the store under its digest.
-        for manifest, digest in q(
-            "SELECT manifest, manifest_digest FROM rounds WHERE run_id = :r", r=run_id
+        for index, manifest, digest in q(
+            "SELECT index, manifest, manifest_digest FROM rounds WHERE run_id = :r", r=run_id
         ):
             assert manifest["spec_hash"] and manifest["seeds"]["run"] == 11
             assert manifest["object_key"].endswith(digest)
             assert set(manifest["stage_seconds"]) >= {"select", "train", "promote"}
+            # Model work as measured where it ran: each round's new checkpoint is loaded into
+            # the generator (load_*) and then evaluated; round 0 first loads the base model.
+            compute = manifest["compute_seconds"]
+            assert compute["train"] > 0 and compute["generate_eval"] > 0
+            assert compute["load_generate_eval"] > 0
+            assert (compute.get("load_generate_baseline", 0) > 0) == (index == 0)
         # The ledger: every planned shard finished.
         assert q(
             "SELECT count(*) FROM stage_shards s JOIN rounds r ON r.id = s.round_id "
