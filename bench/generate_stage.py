@@ -13,9 +13,12 @@ parameters and per-request seeds, so they generate the same tokens (checked).
 Target (issue 3): stage throughput ≥ 0.9× the raw call's.
 
     .venv/bin/python bench/generate_stage.py [--backend vllm] [--prompts 1024] [--max-tokens 16]
+    .venv/bin/python bench/generate_stage.py --spec examples/smollm2-star.yaml --prompts 128
 
 Runs against its own embedded PostgreSQL, local store, local Ray and Prefect server in a
-temporary directory; the model is the tiny Llama.
+temporary directory. The model is the tiny Llama, or with ``--spec`` the spec's model,
+prompts, generation settings (few-shot exemplars, chat template) and evaluation sampling:
+the requests are the spec's held-out set, cut to ``--prompts``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,18 @@ def spec_dict(backend: str, prompts: int, max_tokens: int) -> dict:
     }
 
 
+def spec_from_file(path: Path, prompts: int, backend: str | None) -> dict:
+    """A one-round spec from ``path`` whose evaluation set is ``prompts`` prompts."""
+    from dataflywheel.spec import load_spec
+
+    data = load_spec(path).model_dump(mode="json", exclude_none=True)
+    data["rounds"] = 1
+    data["evaluation"]["num_prompts"] = prompts
+    if backend is not None:
+        data["generation"]["backend"] = backend
+    return data
+
+
 def raw_call(spec, run_id: int, round_id: int) -> tuple[float, int, list[str]]:  # noqa: ANN001
     """(wall seconds, generated tokens, texts) of one backend call over the eval requests,
     in the run's own generator actor."""
@@ -74,9 +89,13 @@ def raw_call(spec, run_id: int, round_id: int) -> tuple[float, int, list[str]]: 
         refs = register_prompts(session, stage_prompts(spec, 0, "eval", plan.initial_band(spec)))
     requests = plan.requests(spec, 0, "eval", refs)
     prompt_format = plan.prompt_format(spec, "generate")
-    texts = prompt_format.render([r.prompt for r in requests])
-    requests = [replace(r, prompt=t) for r, t in zip(requests, texts, strict=True)]
     actor = ray.get_actor(f"generator-run{run_id}-0", namespace=pool.NAMESPACE)
+    prompts = [r.prompt for r in requests]
+    if prompt_format.needs_tokenizer:  # the chat template: the actor holds the tokenizer
+        texts = ray.get(actor.render_prompts.remote(prompts, prompt_format))
+    else:
+        texts = prompt_format.render(prompts)
+    requests = [replace(r, prompt=t) for r, t in zip(requests, texts, strict=True)]
     start = time.perf_counter()
     completions, _ = ray.get(actor.generate_timed.remote(requests, plan.sampling(spec, "eval")))
     wall = time.perf_counter() - start
@@ -86,9 +105,10 @@ def raw_call(spec, run_id: int, round_id: int) -> tuple[float, int, list[str]]: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["vllm", "transformers"], default="vllm")
+    parser.add_argument("--backend", choices=["vllm", "transformers"], default=None)
     parser.add_argument("--prompts", type=int, default=1024)
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--spec", type=Path, help="a run spec whose model and prompts to use")
     args = parser.parse_args()
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -97,7 +117,14 @@ def main() -> None:
     from bench.local_stack import local_stack
     from dataflywheel.spec import RunSpec
 
-    spec = RunSpec.model_validate(spec_dict(args.backend, args.prompts, args.max_tokens))
+    if args.spec is not None:
+        spec = RunSpec.model_validate(spec_from_file(args.spec, args.prompts, args.backend))
+        model = args.spec.stem
+    else:
+        spec = RunSpec.model_validate(
+            spec_dict(args.backend or "vllm", args.prompts, args.max_tokens)
+        )
+        model = "tiny Llama"
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
     with local_stack() as engine:
         from tasks.generate import generate_samples
@@ -128,7 +155,8 @@ def main() -> None:
 
     stage_tokens = sum(r[1] for r in rows)
     same = sum(a == b for a, b in zip((r[0] for r in rows), raw_texts, strict=False))
-    print(f"\n{args.backend}, tiny Llama, {generated} requests, <= {args.max_tokens} new tokens")
+    gen = spec.generation
+    print(f"\n{gen.backend}, {model}, {generated} requests, <= {gen.max_tokens} new tokens")
     print(f"warm-up stage (engine start + load + baseline): {warm:.1f} s")
     print(f"{'':<22}{'wall s':>9}{'tokens':>9}{'tok/s':>9}")
     for name, seconds in (("raw call, before", raw_before), ("raw call, after", raw_after)):
