@@ -28,6 +28,21 @@ from dataflywheel.spec import RunSpec
 from tasks import context, generator_pool
 
 SHARD_SIZE = 256  # requests per shard: big enough to batch well, small enough to redo cheaply
+SHARD_TOKENS = SHARD_SIZE * 64  # vLLM: new tokens a shard may ask for (see shard_size)
+
+
+def shard_size(backend: str, requests: int, max_tokens: int, actors: int) -> int:
+    """Requests per shard of a stage: ``SHARD_SIZE``; with vLLM, more when each request asks
+    for few tokens (up to ``SHARD_TOKENS`` a shard), but never so many that one of the pool's
+    ``actors`` gets no shard. vLLM batches continuously within one call only, so a fast
+    model's stage cut into short calls loses batching at every shard boundary besides paying
+    each shard's COPY and ledger marks (bench/generate_stage.py); transformers batches
+    ``generation.batch_size`` at a time within a call either way. A function of the spec
+    alone: a resumed stage plans the same shards."""
+    if backend != "vllm":
+        return SHARD_SIZE
+    size = max(SHARD_SIZE, SHARD_TOKENS // max(1, max_tokens))
+    return max(SHARD_SIZE, min(size, -(-requests // max(1, actors))))
 
 
 def stage_prompts(spec: RunSpec, round_index: int, purpose: str, band: plan.Band) -> list[Prompt]:
@@ -121,7 +136,8 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int, peer: int 
     ]
     prompt_format = plan.prompt_format(spec, "generate")
     requests = _render(gens[0], requests, prompt_format)
-    shards = [requests[i : i + SHARD_SIZE] for i in range(0, len(requests), SHARD_SIZE)]
+    size = shard_size(spec.generation.backend, len(requests), sampling.max_tokens, len(gens))
+    shards = [requests[i : i + size] for i in range(0, len(requests), size)]
     stage = f"generate_{purpose}" + (f"_peer{peer}" if peer else "")
     with context.session() as session:
         status = queries.plan_shards(

@@ -54,3 +54,20 @@ def test_cpu_thread_binding_uses_the_process_cores_and_keeps_a_user_binding(
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")  # the user's: left alone
     bind_cpu_threads(1)
     assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+
+
+def test_vllm_shards_hold_more_requests_when_each_asks_for_few_tokens() -> None:
+    from tasks.generate import SHARD_SIZE, SHARD_TOKENS, shard_size
+
+    # Long answers (the SmolLM2 example's 96 tokens): the fixed size.
+    assert shard_size("vllm", 1280, 96, 1) == SHARD_SIZE
+    # Short ones: up to SHARD_TOKENS new tokens a shard, so a fast model's stage is not cut
+    # into many short engine calls...
+    assert shard_size("vllm", 100_000, 8, 1) == SHARD_TOKENS // 8 > SHARD_SIZE
+    assert shard_size("vllm", 1024, 16, 1) == 1024
+    # ...but every actor of the pool still gets a shard.
+    assert shard_size("vllm", 1024, 16, 2) == 512
+    assert shard_size("vllm", 1024, 16, 8) == SHARD_SIZE
+    assert shard_size("vllm", 10, 16, 4) == SHARD_SIZE
+    # transformers batches within a call: its shards stay at the fixed size.
+    assert shard_size("transformers", 100_000, 8, 1) == SHARD_SIZE
