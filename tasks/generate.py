@@ -41,8 +41,8 @@ def shard_size(backend: str, requests: int, max_tokens: int, actors: int) -> int
     alone: a resumed stage plans the same shards."""
     if backend != "vllm":
         return SHARD_SIZE
-    size = max(SHARD_SIZE, SHARD_TOKENS // max(1, max_tokens))
-    return max(SHARD_SIZE, min(size, -(-requests // max(1, actors))))
+    per_actor = -(-requests // actors)  # ceil
+    return max(SHARD_SIZE, min(SHARD_TOKENS // max_tokens, per_actor))
 
 
 def stage_prompts(spec: RunSpec, round_index: int, purpose: str, band: plan.Band) -> list[Prompt]:
@@ -178,7 +178,8 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int, peer: int 
 def _record_loads(gens: list[generator_pool.Generator], round_id: int, stage: str) -> None:
     """Add the seconds the stage's actors spent loading its model to the round's
     ``compute_seconds`` under ``load_<stage>``: model work, but not generation."""
-    seconds = sum(gen.call(gen.actor.take_load_seconds.remote()) for gen in gens if gen.node)
+    asked = [(gen, gen.actor.take_load_seconds.remote()) for gen in gens if gen.node]
+    seconds = sum(gen.call(ref) for gen, ref in asked)
     if seconds > 0:
         with context.session() as session:
             queries.add_compute_seconds(session, round_id, f"load_{stage}", seconds)
