@@ -89,10 +89,15 @@ def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: 
             sa.select(PromptModel).where(PromptModel.id.in_({s.prompt_id for s in samples}))
         ).scalars()
     }
+    # The recipes see each prompt by its content hash, not its row id: they order prompts and
+    # seed per-prompt draws by it, and row ids depend on which task inserted a prompt first
+    # (two runs of one spec in fresh databases must select the same rows).
+    key = {pid: p.content_hash for pid, p in prompts.items()}
+    row_id = {h: pid for pid, h in key.items()}
     candidates = [
         recipes.Candidate(
             sample_id=s.id,
-            prompt_id=s.prompt_id,
+            prompt_id=key[s.prompt_id],
             sample_index=s.sample_index,
             text=s.text,
             answer=_answer(s.text, scores[s.id], spec),
@@ -105,7 +110,7 @@ def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: 
         candidates,
         spec.selection,
         seed=derive_seed(spec.seed, "select", index),
-        facts={pid: recipes.PromptFacts.from_metadata(p.meta) for pid, p in prompts.items()},
+        facts={key[pid]: recipes.PromptFacts.from_metadata(p.meta) for pid, p in prompts.items()},
     )
     # Data filters (dedup, decontamination against the run's eval prompts, length, format)
     # run after the recipe; their per-filter yields go into datasets.stats.
@@ -115,13 +120,14 @@ def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: 
         result,
         filter_configs,
         filters.FilterContext(
-            prompt_texts={pid: p.text for pid, p in prompts.items()},
+            prompt_texts={key[pid]: p.text for pid, p in prompts.items()},
             eval_texts=[p.text for p in plan.eval_prompts(spec)] if needs_eval else (),
         ),
     )
     rows, members = [], []
     for position, row in enumerate(result.rows):
-        prompt_text = prompts[int(row.prompt_id)].text
+        prompt_id = row_id[row.prompt_id]
+        prompt_text = prompts[prompt_id].text
         if isinstance(row, recipes.PreferencePair):
             rows.append(
                 {"prompt": prompt_text, "chosen": row.chosen_text, "rejected": row.rejected_text}
@@ -131,7 +137,7 @@ def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: 
                     "position": position,
                     "sample_id": row.chosen_sample_id,
                     "rejected_sample_id": row.rejected_sample_id,
-                    "prompt_id": row.prompt_id,
+                    "prompt_id": prompt_id,
                 }
             )
         else:
@@ -140,7 +146,7 @@ def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: 
                 {
                     "position": position,
                     "sample_id": row.sample_id,
-                    "prompt_id": row.prompt_id,
+                    "prompt_id": prompt_id,
                     "label": row.label,
                 }
             )

@@ -16,7 +16,7 @@ nothing caps prompt + ``max_tokens`` at the model's ``max_position_embeddings``.
 Determinism contract: the same requests in the same order, the same ``batch_size``, the same
 model folder and dtype, on the same CPU build of torch, give the same completions. Sampling
 draws from torch's global RNG inside :func:`torch.random.fork_rng`, seeded per batch from
-every (prompt_id, sample_index, seed) of the batch, so the caller's RNG is untouched and a
+every (sample_index, seed) of the batch, so the caller's RNG is untouched and a
 batch's samples do not depend on what ran before it. Samples depend on the batch they ran
 in, not on their own seed alone: regrouping the same requests can change them.
 """
@@ -50,8 +50,10 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def batch_seed(requests: Sequence[GenerationRequest]) -> int:
-    """The RNG seed of one batch: a hash of its requests' identities and seeds."""
-    text = ";".join(f"{r.prompt_id},{r.sample_index},{r.seed}" for r in requests)
+    """The RNG seed of one batch: a hash of its requests' sample indices and seeds (each
+    derived from the run seed and its prompt's content; never from a database row id, which
+    depends on which task inserted the prompt first)."""
+    text = ";".join(f"{r.sample_index},{r.seed}" for r in requests)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
