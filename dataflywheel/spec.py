@@ -293,15 +293,28 @@ class FewShotSpec(BaseModel):
         return self
 
 
+# An OpenAI-compatible endpoint samples from the weights its server was started with, never
+# from the checkpoints a run builds and trains: every stage of the round would draw from that
+# one model while the sample rows name the run's checkpoints as their generators, and the
+# gate would evaluate and promote the endpoint's model instead of the trained one. So the
+# run's generation loads its checkpoints itself; an endpoint may only judge samples.
+_ENDPOINT_AS_JUDGE = (
+    "an OpenAI-compatible endpoint can score samples as a judge instead: add "
+    "{name: llm_judge, backend: openai, base_url: ..., model_name: ...} to "
+    "verification.verifiers"
+)
+
+
 class GenerationSpec(BaseModel):
-    """How samples are drawn from the current model."""
+    """How samples are drawn from the run's own checkpoints (its base model, then each
+    round's candidates and promoted models), which the backend loads from the store."""
 
     model_config = FROZEN
-    backend: Literal["vllm", "transformers", "openai"] = Field(
-        "vllm", description="vllm, transformers, or openai (any OpenAI-compatible endpoint)."
+    backend: Literal["vllm", "transformers"] = Field(
+        "vllm",
+        description="vllm or transformers: engines that load the run's checkpoints (an "
+        "OpenAI-compatible endpoint can only be an llm_judge verifier).",
     )
-    base_url: str | None = Field(None, description="openai backend: e.g. http://host:8000/v1.")
-    model_name: str | None = Field(None, description="openai backend: model name to request.")
     samples_per_prompt: int = Field(4, ge=1, description="Completions drawn per prompt.")
     temperature: float = Field(0.8, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass, in (0, 1].")
@@ -331,26 +344,33 @@ class GenerationSpec(BaseModel):
         "generator may use every core; peers generating at once should share them.",
     )
 
-    @model_validator(mode="after")
-    def _openai_fields(self) -> Self:
-        if self.backend == "openai" and not self.base_url:
+    @model_validator(mode="before")
+    @classmethod
+    def _no_endpoint(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("backend") == "openai":
             raise ValueError(
-                "base_url: the openai backend needs one, e.g. http://localhost:8000/v1"
+                "backend: 'openai' cannot generate for a run: an endpoint serves the model its "
+                "server was started with, never the base model this run builds or the "
+                "checkpoints it trains, so its samples would be recorded, evaluated and "
+                "promoted under checkpoints that did not write them; use backend "
+                f"'transformers' or 'vllm' (remove base_url and model_name); {_ENDPOINT_AS_JUDGE}"
             )
-        if self.backend != "openai" and (self.base_url or self.model_name):
-            raise ValueError("base_url: base_url and model_name are used only by backend 'openai'")
+        for field in ("base_url", "model_name"):
+            if field in data:
+                raise ValueError(
+                    f"{field}: generation samples from the run's own checkpoints, not from an "
+                    f"endpoint; remove it ({_ENDPOINT_AS_JUDGE})"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> Self:
         if self.batch_size is not None and self.backend != "transformers":
             raise ValueError(
                 "batch_size: used only by backend 'transformers' (vLLM batches on its own); "
                 "remove it"
-            )
-        if self.base_url and not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"base_url: must start with http:// or https:// (got {self.base_url!r})"
-            )
-        if self.num_threads is not None and self.backend == "openai":
-            raise ValueError(
-                "num_threads: the openai backend computes on its server; remove num_threads"
             )
         return self
 

@@ -120,7 +120,7 @@ def _openai(**options: Any) -> GenerationBackend:
 
 # Explicit registry: name -> factory. A factory imports its module lazily (see the module
 # docstring), takes the backend's keyword options (e.g. batch_size) and works with none
-# (openai excepted: it needs the endpoint).
+# (openai excepted: it needs the endpoint, and serves judges only; see openai_backend.py).
 BACKENDS: dict[str, Callable[..., GenerationBackend]] = {
     "transformers": _transformers,
     "vllm": _vllm,

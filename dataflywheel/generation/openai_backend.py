@@ -5,8 +5,10 @@ Runs in: Ray worker (or any process: it holds no model, only an HTTP client).
 Each request is its own HTTP call with its own ``seed`` (the API takes one seed per call, and
 ``n=1``), so a sample is as reproducible as the server makes seeded sampling; calls run
 concurrently on a small thread pool. The server owns its weights: :meth:`OpenAIBackend.load`
-only checks that the endpoint is up and serves ``model_name``; pointing a round at a new model
-means starting a server for it. Transient failures (connection errors, 429, 5xx) are retried
+only checks that the endpoint is up and serves ``model_name``. That is why it serves the
+``llm_judge`` scorer (``workers/model_scorers.py``) and never a run's own generation: an
+endpoint cannot load the checkpoints a run trains, so the run spec refuses
+``generation.backend: openai``. Transient failures (connection errors, 429, 5xx) are retried
 with backoff; anything else raises with the server's message, never an empty completion.
 Only the fields of :class:`SamplingConfig` are sent: a vLLM server fills the rest (top_k,
 repetition_penalty, ...) from the model's generation_config unless it was started with

@@ -197,6 +197,11 @@ def test_invalid_spec_is_422_naming_the_field(
     assert any(line.startswith("generation.temperature:") for line in body["details"]), body
     unknown = client.post("/runs", json={**VALID_SPEC, "colour": "blue"})
     assert unknown.status_code == 422 and "colour" in unknown.json()["message"]
+    # An endpoint cannot serve the run's checkpoints: refused before any row is written.
+    endpoint = {"backend": "openai", "base_url": "http://localhost:8000/v1", "model_name": "m"}
+    openai = client.post("/runs", json={**VALID_SPEC, "generation": endpoint})
+    assert openai.status_code == 422
+    assert openai.json()["details"][0].startswith("generation.backend: 'openai' cannot"), openai
     assert _count_runs(engine) == before
 
 

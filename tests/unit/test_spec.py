@@ -78,8 +78,18 @@ VALID = {
     "jsonl_relative_path": {
         "prompts": {"kind": "jsonl", "path": "data/prompts.jsonl", "family": None},
     },
-    "openai_backend": {
-        "generation": {"backend": "openai", "base_url": "http://localhost:8000/v1"},
+    "openai_judge": {
+        "verification": {
+            "verifiers": [
+                {"name": "exact_answer"},
+                {
+                    "name": "llm_judge",
+                    "backend": "openai",
+                    "base_url": "http://localhost:8000/v1",
+                    "model_name": "judge",
+                },
+            ]
+        },
     },
     "dpo_pairs": {
         "selection": {"recipe": "preference_pairs", "margin": 1.0},
@@ -167,9 +177,28 @@ INVALID = {
         {"model": {"source": "builtin:gpt5"}},
         "model.source: unknown built-in",
     ),
+    # An endpoint cannot serve the run's checkpoints (see test_openai_generation_is_refused).
+    "openai_backend": (
+        {
+            "generation": {
+                "backend": "openai",
+                "base_url": "http://localhost:8000/v1",
+                "model_name": "m",
+            }
+        },
+        "generation.backend: 'openai' cannot generate for a run",
+    ),
     "openai_without_base_url": (
         {"generation": {"backend": "openai"}},
-        "generation.base_url: the openai backend needs one",
+        "generation.backend: 'openai' cannot generate for a run",
+    ),
+    "base_url_without_backend": (
+        {"generation": {"base_url": "http://localhost:8000/v1"}},
+        "generation.base_url: generation samples from the run's own checkpoints",
+    ),
+    "model_name_without_backend": (
+        {"generation": {"backend": "transformers", "model_name": "m"}},
+        "generation.model_name: generation samples from the run's own checkpoints",
     ),
     "majority_with_one_sample": (
         {"selection": {"recipe": "majority_vote"}, "generation": {"samples_per_prompt": 1}},
@@ -312,6 +341,37 @@ def test_invalid_specs_are_refused_naming_the_field(
     # Exactly one problem per case: each invalid spec differs from a valid one in one place.
     (line,) = caught.value.errors
     assert line.startswith(expected), line
+
+
+@pytest.mark.parametrize(
+    "generation",
+    [
+        {"backend": "openai", "base_url": "http://localhost:8000/v1", "model_name": "m"},
+        {"backend": "openai", "base_url": "https://api.example.com/v1", "num_threads": 2},
+    ],
+)
+@pytest.mark.parametrize("rounds", [1, 3])
+@pytest.mark.parametrize("warmup", [None, {"num_prompts": 10}])
+def test_openai_generation_is_refused(
+    generation: dict[str, Any], rounds: int, warmup: dict[str, Any] | None, tmp_path: Path
+) -> None:
+    # Every run generates with checkpoints only this run has: the base model's baseline, each
+    # round's promoted model and each candidate's eval (a warm-up round included). An endpoint
+    # serves none of them, so the spec is refused whatever else it says.
+    patch = {"rounds": rounds, "generation": generation, "warmup": warmup}
+    with pytest.raises(SpecError) as caught:
+        load_spec(_write(tmp_path, _merge(MINIMAL, patch)))
+    (line,) = caught.value.errors
+    assert line.startswith("generation.backend: ")
+    for fix in ("'transformers' or 'vllm'", "llm_judge", "verification.verifiers"):
+        assert fix in line, line
+
+
+def test_generation_backends_offered_are_those_that_load_checkpoints() -> None:
+    # The API body's schema (and the Prefect form) offers no backend the spec refuses.
+    schema = RunSpec.model_json_schema()["$defs"]["GenerationSpec"]["properties"]
+    assert schema["backend"]["enum"] == ["vllm", "transformers"]
+    assert "base_url" not in schema and "model_name" not in schema
 
 
 def test_unknown_field_lists_the_allowed_names(tmp_path: Path) -> None:
