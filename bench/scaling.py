@@ -286,8 +286,10 @@ def cluster_throughput(tmp: Path, gen_samples: int, verify_samples: int) -> dict
     from dataflywheel.training.tiny import TinyModelConfig
     from workers.bootstrap import build_base_model
     from workers.generator import GeneratorWorker
-    from workers.local_cluster import LocalCluster
     from workers.verify import score_shard
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test harness's home
+    from tests.local_cluster import LocalCluster
 
     cluster = LocalCluster()
     saved = cluster.join_process()

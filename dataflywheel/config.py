@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="Prefect API URL, e.g. http://127.0.0.1:4200/api. Unset: a local "
         "Prefect server is started when a flow runs.",
     )
+    test_pause_at: str | None = Field(
+        default=None,
+        description="Test hook for crash tests, off in normal use: a fault point name such "
+        "as 'train@1' (dataflywheel/faults.py). The flow process pauses there once, so a "
+        "test can kill it at a place the work has provably reached and not passed.",
+    )
 
     @field_validator("database_url")
     @classmethod

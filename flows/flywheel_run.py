@@ -11,6 +11,7 @@ from prefect import flow
 
 from dataflywheel.spec import RunSpec
 from flows.flywheel_round import flywheel_round
+from tasks.context import connect_ray
 from tasks.rounds import round_finished
 from tasks.runs import finish_run, prepare_base_model, register_run
 
@@ -26,6 +27,7 @@ def flywheel_run(spec: RunSpec, run_id: int | None = None) -> int:
     """
     from dataflywheel.rounds.plan import round_indices
 
+    connect_ray()  # once, before the peers' tasks run side by side
     run_id = run_id if run_id is not None else register_run(spec)
     try:
         prepare_base_model(run_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.flywheel_round import flywheel_round
+from tasks.context import connect_ray
 from tasks.replay import register_replay
 from tasks.runs import finish_run
 
@@ -27,6 +28,7 @@ def flywheel_replay(run_id: int, index: int, warnings: list[str] | None = None) 
         warnings: How the environment differs from the source round's (recorded on the
             replay; `flywheel replay` fills it in).
     """
+    connect_ray()  # once, before the peers' tasks run side by side
     replay_id, peers = register_replay(run_id, index, warnings or [])
     try:
         flywheel_round(replay_id, index, evaluate_base=False, peers=peers)

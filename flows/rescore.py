@@ -13,6 +13,7 @@ from __future__ import annotations
 from prefect import flow
 
 from dataflywheel.spec import VerifierConfig
+from tasks.context import connect_ray
 from tasks.rescore import PURPOSES, Purpose, RescoreResult, rescore_samples, resolve_verifiers
 
 
@@ -34,6 +35,7 @@ def rescore(
         purposes: Which samples: train, eval and/or baseline (default: all of them).
         round_index: Only this round's samples (default: every round).
     """
+    connect_ray()
     resolved = resolve_verifiers(
         run_id, verifiers or [], [c.model_dump(mode="json") for c in configs or []]
     )

@@ -45,6 +45,14 @@ def session() -> Iterator[Session]:
         yield s
 
 
+def connect_ray() -> None:
+    """Connect this process to Ray (once; later calls from any thread return at once). A flow
+    calls it first, so that no two of its concurrent tasks race to start Ray."""
+    from workers.driver import ray_session
+
+    ray_session.connect(settings())
+
+
 def reset() -> None:
     """Forget every handle (tests change the environment between runs)."""
     if engine.cache_info().currsize:

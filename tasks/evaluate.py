@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from dataflywheel import faults
 from dataflywheel.db import queries
 from dataflywheel.db.models import Prompt as PromptModel
 from dataflywheel.db.models import Sample, Score
 from dataflywheel.metrics import PromptResult, summarise
-from dataflywheel.spec import RunSpec
 from tasks import context
 
 EVAL_SET = "heldout"
@@ -34,8 +34,12 @@ EVAL_SET = "heldout"
 def evaluate_checkpoint(round_id: int, checkpoint_id: int, purpose: str = "eval") -> float:
     """Record the checkpoint's evaluation; returns the primary metric."""
     with context.session() as session:
+        index = queries.get_round(session, round_id).index
+    if purpose == "eval":
+        faults.pause_point(context.settings(), "evaluate", index)
+    with context.session() as session:
         rnd = queries.get_round(session, round_id)
-        spec = RunSpec.model_validate(queries.get_run(session, rnd.run_id).spec)
+        spec = queries.run_spec(session, rnd.run_id)
         existing = queries.evaluation_of(session, checkpoint_id, EVAL_SET)
         if existing is not None:
             return existing.primary_value

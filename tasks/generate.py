@@ -19,6 +19,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
+from dataflywheel import faults
 from dataflywheel.db import ingest, queries
 from dataflywheel.generation import Completion, GenerationRequest
 from dataflywheel.generation.prompt_format import PromptFormat
@@ -79,10 +80,8 @@ def shard_digest(shard: list[GenerationRequest], model_digest: str, sampling: An
 
 
 def backend_options(spec: RunSpec) -> dict[str, Any]:
-    """Constructor options of the spec's backend (the endpoint, for openai)."""
+    """Constructor options of the spec's backend (one that loads the run's checkpoints)."""
     gen = spec.generation
-    if gen.backend == "openai":
-        return {"base_url": gen.base_url, "model_name": gen.model_name}
     threads = {} if gen.num_threads is None else {"num_threads": gen.num_threads}
     if gen.backend == "vllm" and spec.model.tiny is not None:
         return {"max_model_len": spec.model.tiny.max_seq_len, "kv_cache_gib": 1, **threads}
@@ -117,7 +116,7 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int, peer: int 
     with context.session() as session:
         rnd = queries.get_round(session, round_id)
         run_id, index = rnd.run_id, rnd.index
-        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        spec = queries.run_spec(session, run_id)
         checkpoint = queries.get_checkpoint(session, checkpoint_id)
         model_key, model_digest = checkpoint.object_key, checkpoint.digest
         prompts = stage_prompts(spec, index, purpose, band_of(rnd.manifest, spec))
@@ -168,6 +167,8 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int, peer: int 
             queries.mark_shard(session, round_id, stage, shard_index, "done", worker_node=node)
             queries.add_compute_seconds(session, round_id, stage, seconds)
         bar.update(1)
+        if purpose == "train":
+            faults.pause_point(settings, "generate", index)
 
     generator_pool.run(gens, shards, todo, sampling, begin, finish)
     bar.close()

@@ -26,6 +26,7 @@ from prefect import get_run_logger
 from dataflywheel.generation import Completion, GenerationRequest, SamplingConfig
 from dataflywheel.spec import RunSpec
 from workers import health, pool
+from workers.driver import ray_session
 
 MAX_IN_FLIGHT = 2  # shards queued per actor: one running, one ready
 MAX_RESTARTS = 2  # hung or crashed recoveries of one actor within one run of the task
@@ -128,7 +129,7 @@ class Generator:
 
     def _create(self) -> None:
         # Each slot has an actor of its own: it keeps its model loaded between rounds.
-        pool.connect(self.settings)
+        ray_session.connect(self.settings)
         self.actor = pool.generator(self.run_id, **self._actor_options())
 
     def _actor_options(self) -> dict[str, Any]:

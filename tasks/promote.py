@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from dataflywheel import faults
 from dataflywheel.db import queries
 from dataflywheel.db.models import Checkpoint
-from dataflywheel.spec import RunSpec
 from tasks import context
 from tasks.evaluate import EVAL_SET
 
@@ -36,9 +36,12 @@ def gate(candidate: float, incumbent: float | None, max_drop: float) -> bool:
 def promote_checkpoint(round_id: int) -> str:
     """Promote or reject the round's candidate; returns the decision."""
     with context.session() as session:
+        index = queries.get_round(session, round_id).index
+    faults.pause_point(context.settings(), "promote", index)
+    with context.session() as session:
         rnd = queries.get_round(session, round_id)
         run_id = rnd.run_id
-        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        spec = queries.run_spec(session, run_id)
         candidate = session.execute(
             sa.select(Checkpoint).where(Checkpoint.round_id == round_id, Checkpoint.peer == 0)
         ).scalar_one_or_none()

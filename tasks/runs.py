@@ -50,7 +50,7 @@ def prepare_base_model(run_id: int) -> int:
     """The run's base checkpoint (and one per peer), with weights in the store; returns the
     run's own base checkpoint id."""
     with context.session() as session:
-        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        spec = queries.run_spec(session, run_id)
         # A run created elsewhere (the API, `flywheel resume`) starts running here.
         queries.set_run_status(session, run_id, "running")
     ids = [_prepare_base(run_id, spec, peer) for peer in range(spec.training.peers)]
@@ -98,7 +98,7 @@ def _materialise(spec: RunSpec, peer: int = 0) -> tuple[str, str]:
 
     from workers import bootstrap, pool
 
-    pool.connect(context.settings())
+    context.connect_ray()
     store_uri, store_options, _ = pool.store_args()
     if model.kind == "smollm2":
         return tuple(ray.get(bootstrap.prepare_smollm2.remote(store_uri, store_options)))

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from dataflywheel import recipes
+from dataflywheel import faults, recipes
 from dataflywheel.db import queries
 from dataflywheel.db.models import Checkpoint, Dataset, Sample, Score
 from dataflywheel.db.models import Prompt as PromptModel
@@ -165,7 +165,7 @@ def select_dataset(round_id: int) -> int:
     with context.session() as session:
         rnd = queries.get_round(session, round_id)
         run_id, index = rnd.run_id, rnd.index
-        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        spec = queries.run_spec(session, run_id)
         existing = session.execute(
             sa.select(Dataset.id).where(Dataset.round_id == round_id, Dataset.name == DATASET_NAME)
         ).scalar_one_or_none()
@@ -177,6 +177,7 @@ def select_dataset(round_id: int) -> int:
             rows, members, stats, recipe = _selected(spec, session, round_id, index)
     kind = "preference" if recipe == "preference_pairs" else "sft"
     ref = context.store().put_bytes(to_jsonl([_public(r) for r in rows]))
+    faults.pause_point(context.settings(), "select", index)
     with context.session() as session:
         return queries.ensure_dataset(
             session,

@@ -20,6 +20,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from dataflywheel import faults
 from dataflywheel.db import queries
 from dataflywheel.db.models import Dataset
 from dataflywheel.rounds import plan
@@ -86,7 +87,7 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     with context.session() as session:
         rnd = queries.get_round(session, round_id)
         run_id, index = rnd.run_id, rnd.index
-        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        spec = queries.run_spec(session, run_id)
         own = session.get(Dataset, dataset_id)
         assert own is not None
         if own.row_count == 0:
@@ -115,7 +116,7 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
         parent_key = parent.object_key
         mix, shares = training_mix(spec, index, own, earlier)
     mix_ref = context.store().put_bytes(to_jsonl(mix))
-    pool.connect(context.settings())
+    context.connect_ray()
     store_uri, store_options, cache_dir = pool.store_args()
     scaling = pool.train_scaling(spec.resources)
     args = (store_uri, store_options, parent_key, mix_ref.key, config, config.method, prompt_format)
@@ -125,6 +126,7 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     else:
         ref = train_remote.options(**options).remote(*args)
     outcome = ray.get(ref)
+    faults.pause_point(context.settings(), "train", index)
     metrics = {
         **asdict(outcome.result),
         "node": outcome.node_id,

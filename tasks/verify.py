@@ -16,7 +16,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
-from dataflywheel.db import ingest, queries
+from dataflywheel import faults
+from dataflywheel.db import ingest, queries, rescoring
 from dataflywheel.db.models import Checkpoint, Sample
 from dataflywheel.db.models import Prompt as PromptModel
 from dataflywheel.prompts import canonical_json, sha256_hex
@@ -88,19 +89,15 @@ def score_samples(round_id: int, purpose: str) -> int:
 
     with context.session() as session:
         rnd = queries.get_round(session, round_id)
-        spec = RunSpec.model_validate(queries.get_run(session, rnd.run_id).spec)
+        spec = queries.run_spec(session, rnd.run_id)
         samples = session.execute(
             sa.select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text)
             .where(Sample.round_id == round_id, Sample.purpose == purpose)
             .order_by(Sample.prompt_id, Sample.sample_index)
         ).all()
         prompt_ids = sorted({s.prompt_id for s in samples})
-        prompts = {
-            p.id: _prompt_payload(p)
-            for p in session.execute(
-                sa.select(PromptModel).where(PromptModel.id.in_(prompt_ids))
-            ).scalars()
-        }
+        # In chunks: a round can have more prompts than PostgreSQL takes parameters (65,535).
+        prompts = {p.id: _prompt_payload(p) for p in rescoring.prompts_by_id(session, prompt_ids)}
     configs = verifier_configs(spec, purpose)
     with context.session() as session:
         models = scoring_models(session, configs, [s.id for s in samples])
@@ -123,7 +120,7 @@ def score_samples(round_id: int, purpose: str) -> int:
     if not todo:
         return len(samples)
 
-    pool.connect(context.settings())
+    context.connect_ray()
     score = score_shard.options(**pool.verify_options(spec))
     bar = tqdm(total=len(todo), desc=f"round {rnd.index} verify ({purpose})", unit="shard")
     in_flight: dict[Any, int] = {}
@@ -144,5 +141,7 @@ def score_samples(round_id: int, purpose: str) -> int:
             queries.mark_shard(session, round_id, stage, index, "done", worker_node=node)
             queries.add_compute_seconds(session, round_id, stage, seconds)
         bar.update(1)
+        if purpose == "train":
+            faults.pause_point(context.settings(), "verify", rnd.index)
     bar.close()
     return len(samples)

@@ -1,6 +1,7 @@
 """A multi-node Ray cluster of local processes, for tests, fault drills and benchmarks.
 
-Runs in: a test or benchmark process (it starts and kills processes). Each
+Runs in: a test or benchmark process (it starts and kills processes); a test harness, not
+product code. Each
 node is one ``ray start`` (``--head`` first, then ``--address``) with its own CPUs and
 resources, a temp dir of its own and free ports, and a marker in its environment that every
 process it spawns (raylet, GCS, agents, Ray workers) inherits. That marker is how
@@ -77,9 +78,10 @@ class LocalCluster:
                 os.environ[key] = value
         _refresh_ray_auth()
 
-    def _start(self, name: str, args: list[str]) -> None:
+    def _start(self, name: str, args: list[str], extra: dict[str, str] | None = None) -> None:
         env = {
             **os.environ,
+            **(extra or {}),
             **self.driver_env,
             MARK: self.mark,
             NODE: name,
@@ -111,14 +113,22 @@ class LocalCluster:
         )  # fmt: skip
         return self.address
 
-    def add_node(self, name: str, num_cpus: int, resources: dict[str, float] | None = None) -> None:
-        """Join a worker node called ``name`` (a label for :meth:`kill_node`)."""
+    def add_node(
+        self,
+        name: str,
+        num_cpus: int,
+        resources: dict[str, float] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Join a worker node called ``name`` (a label for :meth:`kill_node`); ``env`` is
+        added to the environment of its processes (its Ray workers inherit it)."""
         if self.address is None:
             raise RuntimeError("start_head first")
         self._start(
             name,
             ["--address", self.address, "--num-cpus", str(num_cpus),
              "--resources", json.dumps(resources or {})],
+            env,
         )  # fmt: skip
 
     def processes(self, node: str | None = None) -> list[psutil.Process]:

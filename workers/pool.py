@@ -1,8 +1,8 @@
-"""Placement: connecting to Ray, what every kind of worker reserves, and the run's actors.
+"""Placement: what every kind of worker reserves, and the run's actors.
 
-Runs in: the flow process (as the Ray driver). This is the one module that decides where work
-runs: a local Ray started on demand, or the cluster at ``FLYWHEEL_RAY_ADDRESS``; the Ray
-resources of generator actors, verification tasks and Ray Train workers, all read from the
+Runs in: the flow process (as the Ray driver; connecting to Ray is
+``workers/driver/ray_session.py``'s). This is the one module that decides where work runs:
+the Ray resources of generator actors, verification tasks and Ray Train workers, all read from the
 run spec's ``resources`` section (:func:`generator_resources`, :func:`verify_options`,
 :func:`train_scaling`); generator actors are named per run, peer and pool slot, so every task
 of the run (and a resumed flow) reuses the same loaded model instead of starting a new one.
@@ -11,76 +11,17 @@ of the run (and a resumed flow) reuses the same loaded model instead of starting
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 from typing import Any
 
 from dataflywheel.config import Settings
 from dataflywheel.spec import ResourcesSpec, RunSpec
+from workers.driver.ray_session import NAMESPACE
 
-NAMESPACE = "flywheel"
 # A named actor that is not detached is still reference counted: once the last handle in
 # this process goes away (when the generate task returns) Ray kills it, and the next stage
 # paid a new vLLM engine (~45-60 s) instead of an in-place weight reload. The driver keeps
 # one handle per actor here until release_generators (the actors still die with the driver).
 _HANDLES: dict[str, Any] = {}
-
-
-class RayUnavailable(RuntimeError):
-    """The configured Ray cluster does not answer; the message says what to do."""
-
-
-def probe(address: str | None, timeout: float = 5.0) -> None:
-    """Fail fast, before any work is recorded, when the configured cluster does not answer
-    (``ray.init`` would otherwise retry for a minute and then fail inside a task)."""
-    if not address or address == "auto":
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
-            return
-    except (OSError, ValueError) as exc:
-        raise RayUnavailable(
-            f"the Ray cluster at FLYWHEEL_RAY_ADDRESS={address} does not answer ({exc}). "
-            "Start it (`ray start --head --port PORT`) and point FLYWHEEL_RAY_ADDRESS at "
-            "host:PORT (or ray://host:10001 for a Ray client), or unset FLYWHEEL_RAY_ADDRESS "
-            "to use a local Ray"
-        ) from exc
-
-
-def connect(settings: Settings) -> None:
-    """Connect this process to Ray once (a local one when no address is configured)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    probe(settings.ray_address)
-    # Workers inherit the driver's environment; they need the same FLYWHEEL_* settings to
-    # reach the database and the store, and must not fight over BLAS threads.
-    env = {k: v for k, v in os.environ.items() if k.startswith(("FLYWHEEL_", "VLLM_"))}
-    runtime_env: dict[str, Any] = {"env_vars": env}
-    try:
-        if settings.ray_address:
-            ray.init(
-                address=settings.ray_address,
-                namespace=NAMESPACE,
-                runtime_env=runtime_env,
-                log_to_driver=False,
-            )
-        else:
-            ray.init(
-                namespace=NAMESPACE,
-                runtime_env=runtime_env,
-                include_dashboard=False,
-                log_to_driver=False,
-            )
-    except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
-        raise RayUnavailable(
-            f"cannot connect to the Ray cluster at FLYWHEEL_RAY_ADDRESS={settings.ray_address}: "
-            f"{exc}. Start the cluster (`ray start --head`) and give this process its token "
-            "(RAY_AUTH_TOKEN, as on the cluster's nodes), or unset FLYWHEEL_RAY_ADDRESS to "
-            "use a local Ray"
-        ) from exc
 
 
 def generator_cpus(actors: int) -> float:

@@ -15,6 +15,8 @@ from typing import Any
 
 import ray
 
+from dataflywheel import faults
+from dataflywheel.config import Settings
 from dataflywheel.prompts import Prompt
 from dataflywheel.verifiers import build
 from workers.model_scorers import ScoringModels, score_model_items
@@ -85,5 +87,6 @@ def score_shard(
 ) -> tuple[list[dict[str, Any]], str, float]:
     """Ray entry point: the score rows, the node that computed them, and the seconds spent."""
     start = time.perf_counter()
+    faults.pause_point(Settings(), "score_shard")
     rows = score_items(verifier_configs, prompts, samples, models)
     return rows, ray.get_runtime_context().get_node_id(), time.perf_counter() - start

@@ -1,28 +1,22 @@
 """``flywheel api`` (serve the HTTP API with uvicorn), ``flywheel api-key create|list|revoke``
 and ``flywheel deploy`` (register the Prefect deployments).
 
-Runs in: the user's shell (the CLI process). Plain functions that ``cli.py`` registers with
-:func:`register`, passing its error wrapper: like ``cli_report`` this module never imports
-``cli.py`` (see there).
+Runs in: the user's shell (the CLI process). :func:`register` adds the commands to the app.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dataflywheel.cli.common import err, fail, friendly_errors, out, ready_database
 from dataflywheel.config import Settings
-
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _engine(settings: Settings):  # noqa: ANN202 - sqlalchemy Engine, imported lazily
@@ -100,20 +94,7 @@ def serve(
     """Serve the HTTP API (OpenAPI docs at /docs, sample browser at /ui)."""
     import uvicorn
 
-    from dataflywheel.db import migrate
-    from dataflywheel.db.session import DatabaseUnavailable
-
-    settings = Settings()
-    engine = _engine(settings)  # fail now, with the setting to fix, rather than per request
-    try:
-        current, head = migrate.current(engine), migrate.head()
-    finally:
-        engine.dispose()
-    if current != head:
-        raise DatabaseUnavailable(
-            f"the database is at revision {current or 'base'}, the API needs {head}: run "
-            "`flywheel db upgrade`"
-        )
+    ready_database(Settings())  # fail now, with the setting to fix, rather than per request
     err.print(f"dataflywheel API on http://{host}:{port}  (docs /docs, sample browser /ui)")
     uvicorn.run(
         "dataflywheel.api.app:app_from_environment",
@@ -184,7 +165,7 @@ def deploy(
 
 def _refusals(func: Callable[..., Any]) -> Callable[..., Any]:
     """A bad schedule or deploy option is one ``error:`` line and exit 1, like our other
-    errors (cli.py's wrapper handles those)."""
+    errors (``common.friendly_errors`` handles those)."""
     from dataflywheel.deploy import ScheduleError
 
     @functools.wraps(func)
@@ -196,14 +177,14 @@ def _refusals(func: Callable[..., Any]) -> Callable[..., Any]:
 
             if isinstance(exc, ValidationError):
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise fail(str(exc)) from None
 
     return wrapper
 
 
-def register(app: typer.Typer, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+def register(app: typer.Typer) -> None:
     """Add ``api``, ``api-key …`` and ``deploy`` to the ``flywheel`` command."""
+    wrap = friendly_errors
     keys = typer.Typer(help="API keys of the HTTP API (stored hashed).", no_args_is_help=True)
     keys.command("create")(wrap(_refusals(key_create)))
     keys.command("list")(wrap(key_list))

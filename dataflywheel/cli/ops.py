@@ -1,9 +1,9 @@
 """Operations commands of ``flywheel``: ``check RUN_ID``, ``replay RUN_ID --round K`` and
 ``diff RUN_A:K RUN_B:K``.
 
-Runs in: the user's shell (the CLI process). Plain functions that ``cli.py`` registers with
-its ``friendly_errors`` wrapper (this module does not import ``cli.py``; see
-``cli_report``). ``check`` and ``diff`` only read. ``replay`` plans and proves every input
+Runs in: the user's shell (the CLI process; ``replay`` then becomes the flow process inside
+``flow_env.flow_session``). Plain functions that ``main`` registers with the shared error
+wrapper. ``check`` and ``diff`` only read. ``replay`` plans and proves every input
 present before anything is written, warns loudly when code, packages or verifiers differ
 from the source round's manifest, and only then imports the flow.
 """
@@ -11,8 +11,6 @@ from the source round's manifest, and only then imports the flow.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -20,34 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dataflywheel.config import Settings
-
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+from dataflywheel.cli.common import err, fail, out, ready_database, settings
+from dataflywheel.cli.flow_env import flow_session, recover
 
 DIFFERENT_EXIT = 3  # `flywheel diff`: the rounds differ (1 stays "error")
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
-
-
-def _schema_ready(settings: Settings) -> None:
-    """Refuse to touch a database whose schema is not the one this code expects."""
-    from dataflywheel.db import migrate
-    from dataflywheel.db.session import DatabaseUnavailable, engine_from_settings
-
-    engine = engine_from_settings(settings)
-    try:
-        current, head = migrate.current(engine), migrate.head()
-    finally:
-        engine.dispose()
-    if current != head:
-        raise DatabaseUnavailable(
-            f"the database is at revision {current or 'base'}, the code needs {head}: "
-            "run `flywheel db upgrade`"
-        )
 
 
 def check(
@@ -64,14 +38,15 @@ def check(
     from dataflywheel.db.session import engine_from_settings, session_scope
     from dataflywheel.store import store_from_settings
 
-    settings = Settings()
-    _schema_ready(settings)
-    engine = engine_from_settings(settings)
+    current = settings()
+    ready_database(current)
+    recover(current, prefect=False)  # a killed run's leftover Ray, not the Prefect server's
+    engine = engine_from_settings(current)
     try:
         with session_scope(engine) as session:
             found = invariants.check_run(session, run_id)
             if objects:
-                found += invariants.check_objects(session, run_id, store_from_settings(settings))
+                found += invariants.check_objects(session, run_id, store_from_settings(current))
             session.rollback()  # read-only
     finally:
         engine.dispose()
@@ -99,16 +74,16 @@ def replay(
     from dataflywheel.db.session import engine_from_settings, session_scope
     from dataflywheel.store import store_from_settings
 
-    settings = Settings()
-    _schema_ready(settings)
-    engine = engine_from_settings(settings)
+    current = settings()
+    ready_database(current)
+    engine = engine_from_settings(current)
     try:
         with session_scope(engine) as session:
             plan = replaying.plan_replay(session, run_id, index)
-            replaying.require_inputs(plan, store_from_settings(settings))
+            replaying.require_inputs(plan, store_from_settings(current))
             session.rollback()  # nothing is written before the flow starts
     except replaying.ReplayError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     finally:
         engine.dispose()
     from tasks.replay import mismatches
@@ -122,21 +97,13 @@ def replay(
         for line in warnings:
             err.print(f"[bold yellow]  - {escape(line)}[/]", highlight=False)
         if strict:
-            raise _fail("version mismatch and --strict given; nothing was written")
+            raise fail("version mismatch and --strict given; nothing was written")
 
-    from dataflywheel.prefect_server import ensure_api
-    from workers.pool import RayUnavailable, probe
+    with flow_session(current):
+        from flows.replay import flywheel_replay
 
-    try:
-        probe(settings.ray_address)
-    except RayUnavailable as exc:
-        raise _fail(str(exc)) from None
-    os.environ["FLYWHEEL_DATA_DIR"] = str(settings.resolved_data_dir)
-    os.environ["PREFECT_API_URL"] = ensure_api(settings)
-    from flows.replay import flywheel_replay
-
-    new_id = flywheel_replay(run_id, index, warnings)
-    engine = engine_from_settings(settings)
+        new_id = flywheel_replay(run_id, index, warnings)
+    engine = engine_from_settings(current)
     try:
         with session_scope(engine) as session:
             rows = replaying.diff_fingerprints(
@@ -167,8 +134,7 @@ def diff(
     from dataflywheel.db.session import engine_from_settings, session_scope
 
     (run_a, index_a), (run_b, index_b) = _parse_ref(a), _parse_ref(b)
-    settings = Settings()
-    engine = engine_from_settings(settings)
+    engine = engine_from_settings(settings())
     try:
         with session_scope(engine) as session:
             rows = replaying.diff_fingerprints(

@@ -1,33 +1,27 @@
 """The reading commands of ``flywheel``: ``runs``, ``report RUN_ID`` and ``lineage CKPT_ID``.
 
-Runs in: the user's shell (the CLI process). Plain functions that ``cli.py`` registers with
-``app.command(name)(friendly_errors(func))``; an unknown id surfaces as a ``LookupError``,
-which ``friendly_errors`` turns into one ``error:`` line on stderr and exit status 1. This
-module does not import ``cli.py``: ``python -m dataflywheel.cli`` runs cli.py as
-``__main__``, and importing ``dataflywheel.cli`` back from here would execute it a second
-time into a circular import, so the error wrapper is applied where the commands are
-registered.
+Runs in: the user's shell (the CLI process). Plain functions that ``main`` registers with
+the shared error wrapper; an unknown id surfaces as a ``LookupError``, which it turns into
+one ``error:`` line on stderr and exit status 1.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dataflywheel.cli.common import out
 from dataflywheel.config import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-out = Console(width=None if sys.stdout.isatty() else 160)  # no 80-column wrap in pipes
 R = TypeVar("R")
 
 

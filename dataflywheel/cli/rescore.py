@@ -1,7 +1,8 @@
 """``flywheel rescore RUN_ID --verifier NAME``: score stored samples again, no regeneration.
 
 Runs in: the user's shell (the CLI process, which becomes the flow process and the Ray
-driver). A plain function that ``cli.py`` registers with its ``friendly_errors`` wrapper.
+driver inside ``flow_env.flow_session``). A plain function that ``main`` registers with the
+shared error wrapper.
 Verifiers are named from the run's spec (``--verifier``) or given as configuration files
 (``--config``: a YAML/JSON mapping such as ``{name: llm_judge, model: current}``, relative
 paths read from the file's folder). Every request is checked before anything starts; then the
@@ -12,19 +13,15 @@ inserts nothing.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+from dataflywheel.cli.common import fail, out, ready_database, settings
+from dataflywheel.cli.flow_env import flow_session
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -59,8 +56,7 @@ def rescore(
     try:
         _rescore(run_id, verifier or [], config or [], purpose, round_index)
     except ValueError as exc:  # our own messages name the option to fix
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
 
 
 def _rescore(
@@ -72,9 +68,8 @@ def _rescore(
 ) -> None:
     from pydantic import TypeAdapter, ValidationError
 
-    from dataflywheel.config import Settings
     from dataflywheel.db import queries
-    from dataflywheel.spec import RunSpec, VerifierConfig, format_errors
+    from dataflywheel.spec import VerifierConfig, format_errors
     from tasks import context
     from tasks.rescore import PURPOSES, resolve_configs
 
@@ -93,29 +88,16 @@ def _rescore(
         except ValidationError as exc:
             raise ValueError(f"--config {path}: " + "; ".join(format_errors(exc))) from None
         extra.append(parsed.model_dump(mode="json"))
+    current = settings()
+    ready_database(current)
     context.reset()
     with context.session() as session:
-        spec = RunSpec.model_validate(queries.get_run(session, run_id).spec)
+        spec = queries.run_spec(session, run_id)
     resolve_configs(spec, verifier, extra)  # refused here, before Prefect or Ray start
 
-    from dataflywheel.prefect_server import ensure_api
-    from workers.pool import RayUnavailable, probe
+    with flow_session(current):
+        from flows.rescore import rescore as rescore_flow
 
-    settings = Settings()
-    try:
-        probe(settings.ray_address)
-    except RayUnavailable as exc:
-        raise ValueError(str(exc)) from None  # one error line, like the checks above
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    api_url = ensure_api(settings)
-    os.environ["FLYWHEEL_DATA_DIR"] = str(settings.resolved_data_dir)
-    os.environ["PREFECT_API_URL"] = api_url
-    context.reset()  # the tasks (and the Ray workers they start) read the settings above
-    from flows.rescore import rescore as rescore_flow
-
-    # Prefect read its settings when tasks.rescore imported it, before the URL was known.
-    with temporary_settings({PREFECT_API_URL: api_url}):
         results = rescore_flow(run_id, verifier, extra, purposes, round_index)
     table = Table(title=f"run {run_id} rescored ({', '.join(purposes)})")
     for column in ("verifier", "version", "samples", "already", "inserted", "passed", "failed",

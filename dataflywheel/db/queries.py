@@ -28,6 +28,7 @@ from dataflywheel.db.models import (
     Run,
     StageShard,
 )
+from dataflywheel.spec import RunSpec
 
 
 def now() -> datetime:
@@ -69,6 +70,11 @@ def get_run(session: Session, run_id: int) -> Run:
     if run is None:
         raise LookupError(f"run {run_id} does not exist; `flywheel runs` lists the runs")
     return run
+
+
+def run_spec(session: Session, run_id: int) -> RunSpec:
+    """The run's spec, as the typed model it was validated into when the run was created."""
+    return RunSpec.model_validate(get_run(session, run_id).spec)
 
 
 def set_run_status(session: Session, run_id: int, status: str, error: str | None = None) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dataflywheel.config import Settings
-from workers.local_cluster import LocalCluster
+from tests.local_cluster import LocalCluster
+from workers.driver import ray_session
 
 TINY_SPEC = {
     "name": "tiny-e2e",
@@ -96,10 +97,7 @@ def flywheel_env(db_url: str, prefect_api: str, tmp_path: Path) -> Iterator[Sett
         with temporary_settings({PREFECT_API_URL: prefect_api}):
             yield settings
     finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
+        ray_session.shutdown()
         context.reset()
         os.environ.clear()
         os.environ.update(saved)
@@ -121,10 +119,7 @@ def local_cluster(flywheel_env: Settings) -> Iterator[LocalCluster]:
     try:
         yield cluster
     finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
+        ray_session.shutdown()
         try:
             cluster.stop()
         finally:

@@ -38,7 +38,8 @@ from dataflywheel.db.session import make_engine
 from dataflywheel.spec import load_spec
 from dataflywheel.store import store_from_settings
 from tests.invariant_support import query
-from workers.local_cluster import LocalCluster
+from tests.local_cluster import LocalCluster
+from workers.driver import ray_session
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +168,7 @@ def test_stalled_generator_is_replaced_and_its_shard_retried(
     tiny_spec["rounds"] = 1
     spec = _spec(tmp_path, tiny_spec)
     clean = flywheel_run(spec)  # the rows a run without the fault writes
-    ray.shutdown()
+    ray_session.shutdown()
 
     os.environ["FLYWHEEL_GENERATION_STALL_TIMEOUT_S"] = "5"
     context.reset()
@@ -229,6 +230,9 @@ def test_killed_worker_node_mid_verification_the_round_completes(
     os.environ["FLYWHEEL_RAY_ADDRESS"] = local_cluster.start_head(num_cpus=2)
     context.reset()
     killed: dict[str, object] = {}
+    # The second node's workers pause in the first verification shard they start (a fault
+    # point, dataflywheel/faults.py), so the kill lands while that shard provably runs there.
+    paused = flywheel_env.resolved_data_dir / "test-pause" / "score_shard"
 
     def kill_mid_verification(stop: threading.Event) -> None:
         while not stop.is_set():
@@ -239,25 +243,23 @@ def test_killed_worker_node_mid_verification_the_round_completes(
             except ValueError:
                 pass
             stop.wait(0.1)
-        local_cluster.add_node("second", num_cpus=1, resources={"second_node": 1})
+        local_cluster.add_node(
+            "second",
+            num_cpus=1,
+            resources={"second_node": 1},
+            env={"FLYWHEEL_TEST_PAUSE_AT": "score_shard"},
+        )
         while not stop.is_set() and "node_id" not in killed:
             for node in ray.nodes():
                 if node["Alive"] and "second_node" in node["Resources"]:
                     killed["node_id"] = node["NodeID"]
             stop.wait(0.1)
-        # A verification task executing on the second node: Ray names its worker process
-        # after the task it runs.
         while not stop.is_set():
-            for proc in local_cluster.processes("second"):
-                try:
-                    running = "score_shard" in " ".join(proc.cmdline())
-                except psutil.NoSuchProcess:
-                    continue
-                if running:
-                    killed["pids"] = local_cluster.kill_node("second")
-                    killed["at"] = time.time()
-                    return
-            stop.wait(0.02)
+            if paused.exists():
+                killed["pids"] = local_cluster.kill_node("second")
+                killed["at"] = time.time()
+                return
+            stop.wait(0.05)
 
     saboteur = _Saboteur(kill_mid_verification)
     saboteur.start()
@@ -280,7 +282,7 @@ def test_killed_worker_node_mid_verification_the_round_completes(
         r=run_id,
     )
     assert len(shards) >= 3 and {s[1] for s in shards} == {"done"}
-    # Whatever finished after the kill was computed on the surviving node.
+    # Whatever finished after the kill (the paused shard at least) ran on the surviving node.
     after = [s for s in shards if s[3] > killed["at"]]
     assert after and {s[2] for s in after} == {ray.get_runtime_context().get_node_id()}
     assert violations(db_url, flywheel_env, run_id) == []

@@ -23,7 +23,8 @@ import yaml
 from dataflywheel.config import Settings
 from dataflywheel.spec import load_spec
 from tests.invariant_support import query
-from workers.local_cluster import LocalCluster
+from tests.local_cluster import LocalCluster
+from workers.driver import ray_session
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +105,7 @@ def test_shards_run_on_both_nodes_and_match_a_single_node_run(
         r=clustered,
     )
     assert [set(w) for (w,) in trained] == [nodes], trained  # DDP across the two nodes
-    ray.shutdown()
+    ray_session.shutdown()
 
     del os.environ["FLYWHEEL_RAY_ADDRESS"]
     context.reset()

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from dataflywheel.cli import app
 from dataflywheel.db.ingest import PromptRow, SampleRow, insert_samples, upsert_prompts
+from workers.driver import ray_session
 
 SPEC = {
     "model": {"source": "smollm2"},
@@ -146,7 +147,7 @@ def test_rescore_runs_the_prefect_flow_and_scores_only_what_is_missing(
         }
     finally:
         if ray.is_initialized():
-            ray.shutdown()
+            ray_session.shutdown()
         context.reset()
 
     with SyncPrefectClient(prefect_api) as client:

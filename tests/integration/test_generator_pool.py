@@ -23,6 +23,7 @@ import ray
 from dataflywheel.spec import RunSpec
 from tests.invariant_support import query
 from workers import health, pool
+from workers.driver import ray_session
 
 PROMPTS, SAMPLES, SHARD = 12, 2, 4  # 24 requests: 6 shards
 SPEC = {
@@ -73,7 +74,7 @@ def stage_env(
             yield
     finally:
         if ray.is_initialized():
-            ray.shutdown()
+            ray_session.shutdown()
         context.reset()
 
 

@@ -31,7 +31,6 @@ import typer
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from dataflywheel import cli_report
 from dataflywheel.db.ingest import (
     KeyedScoreRow,
     PromptRow,
@@ -772,16 +771,9 @@ def test_checkpoint_lineage(flywheel_run: dict[str, int], session: Session) -> N
 
 @pytest.fixture
 def cli(db_url: str, tmp_path: Path) -> Iterator[tuple[CliRunner, typer.Typer, dict[str, str]]]:
-    """The commands wired exactly as the snippet for cli.py does (the real ``app`` once the
-    lead has registered them there)."""
-    from dataflywheel import cli as main_cli
+    """The real ``flywheel`` app, its environment pointed at this test's database."""
+    from dataflywheel.cli import app
 
-    app = main_cli.app
-    if "report" not in {c.name for c in app.registered_commands}:
-        app = typer.Typer()
-        app.command("runs")(main_cli.friendly_errors(cli_report.runs))
-        app.command("report")(main_cli.friendly_errors(cli_report.report))
-        app.command("lineage")(main_cli.friendly_errors(cli_report.lineage))
     env = {
         "FLYWHEEL_DATABASE_URL": db_url,
         "FLYWHEEL_DATA_DIR": str(tmp_path / "data"),

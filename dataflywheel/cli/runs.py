@@ -1,0 +1,68 @@
+"""``flywheel run SPEC`` and ``flywheel resume RUN_ID``: the CLI process becomes the flow
+process of a run.
+
+Runs in: the user's shell (the CLI process, then the flow process and the Ray driver inside
+:func:`~dataflywheel.cli.flow_env.flow_session`). ``flows`` is imported inside the commands:
+the CLI is the one edge where the core hands over to the orchestration layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dataflywheel.cli.common import err, ready_database, settings
+from dataflywheel.cli.flow_env import flow_session
+
+
+def run(
+    spec_path: Annotated[Path, typer.Argument(help="The run spec (YAML or JSON).")],
+) -> None:
+    """Run every round of SPEC_PATH and print the run id."""
+    from dataflywheel.spec import load_spec
+
+    spec = load_spec(spec_path)  # refused before anything runs when it is invalid
+    current = settings()
+    ready_database(current, migrate_embedded=True)
+    with flow_session(current):
+        from flows.flywheel_run import flywheel_run
+
+        run_id = flywheel_run(spec)
+    print_summary(run_id)
+    print(run_id)
+
+
+def resume(run_id: Annotated[int, typer.Argument(help="The run to continue.")]) -> None:
+    """Continue a run that stopped: finished work is kept, the rest is done."""
+    from dataflywheel.db import queries
+    from dataflywheel.db.session import engine_from_settings, session_scope
+
+    current = settings()
+    ready_database(current, migrate_embedded=True)
+    engine = engine_from_settings(current)
+    try:
+        with session_scope(engine) as session:
+            spec = queries.run_spec(session, run_id)
+    finally:
+        engine.dispose()
+    with flow_session(current):
+        from flows.flywheel_run import flywheel_run
+
+        flywheel_run(spec, run_id=run_id)
+    print_summary(run_id)
+    print(run_id)
+
+
+def print_summary(run_id: int) -> None:
+    """The run's per-round table, on stderr (stdout carries the run id for scripts)."""
+    from dataflywheel.db.session import engine_from_settings, session_scope
+    from dataflywheel.reporting import render_table, run_report
+
+    engine = engine_from_settings(settings())
+    try:
+        with session_scope(engine) as session:
+            err.print(render_table(run_report(session, run_id)))
+    finally:
+        engine.dispose()

@@ -1,0 +1,156 @@
+"""What a rescore reads: a run's samples that still lack a score of one verifier version, the
+prompts they answer, and the tally of that version's verdicts over the run's samples.
+
+Runs in: anywhere a session is open (the ``rescore_samples`` Prefect task, tests). Functions
+take a ``Session`` and never commit.
+
+The samples are chosen in SQL by (run, purposes, round) through joins, and "not yet scored"
+is a ``NOT EXISTS`` on (sample, verifier, version), never a list of sample ids: a large run
+has more samples than the 65,535 bound parameters PostgreSQL accepts in one statement. The
+one list left, the prompts of the samples to score, goes in chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from dataflywheel.db.models import Prompt, Round, Sample, Score
+
+ID_CHUNK = 10_000
+"""Ids per ``IN (...)`` list: well under PostgreSQL's limit of 65,535 bound parameters."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The samples a rescore covers: run ``run_id``'s samples of ``purposes``, in round
+    ``round_index`` or (None) in every round."""
+
+    run_id: int
+    purposes: tuple[str, ...]
+    round_index: int | None = None
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        """The filters on ``samples`` joined to ``rounds``."""
+        clauses = [Round.run_id == self.run_id, Sample.purpose.in_(self.purposes)]
+        if self.round_index is not None:
+            clauses.append(Round.index == self.round_index)
+        return clauses
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How many of the selected samples there are and how many hold a score of the version."""
+
+    samples: int
+    scored: int
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The verdicts of one verifier version over the selected samples."""
+
+    passed: int
+    failed: int
+    unscorable: int
+
+
+def _scored(verifier: str, version: str) -> sa.Exists:
+    """Whether the sample of the enclosing query holds a score of ``verifier`` at ``version``."""
+    return (
+        sa.select(Score.id)
+        .where(
+            Score.sample_id == Sample.id,
+            Score.verifier == verifier,
+            Score.verifier_version == version,
+        )
+        .exists()
+    )
+
+
+def coverage(session: Session, selection: Selection, verifier: str, version: str) -> Coverage:
+    """Count the selected samples, and those already scored by ``verifier`` at ``version``."""
+    scored = _scored(verifier, version)
+    total, done = session.execute(
+        sa.select(sa.func.count(), sa.func.count().filter(scored))
+        .select_from(Sample)
+        .join(Round, Round.id == Sample.round_id)
+        .where(*selection.where())
+    ).one()
+    return Coverage(samples=total, scored=done)
+
+
+def samples_to_score(
+    session: Session,
+    selection: Selection,
+    verifier: str,
+    version: str,
+    *,
+    whole_prompts: bool = False,
+) -> list[sa.Row[tuple[int, int, int, str]]]:
+    """The selected samples without a score of ``verifier`` at ``version``, as rows of
+    (id, prompt_id, sample_index, text) in (round, prompt, sample index) order.
+
+    With ``whole_prompts`` (a group verifier such as a majority vote, which compares a
+    prompt's samples with each other), every selected sample of a prompt that has any
+    sample missing, scored or not.
+    """
+    missing = ~_scored(verifier, version)
+    columns = (Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text)
+    query = sa.select(*columns).join(Round, Round.id == Sample.round_id)
+    query = query.where(*selection.where())
+    if whole_prompts:
+        # A window over one scan, not a self-join on prompt_id: right after a round's COPY,
+        # before autovacuum has analyzed the tables, the planner ran the self-join as a
+        # nested loop, quadratic in the run's samples.
+        flag = sa.func.bool_or(missing).over(partition_by=Sample.prompt_id)
+        rows = query.add_columns(Sample.round_id, flag.label("prompt_missing")).subquery()
+        query = sa.select(rows.c.id, rows.c.prompt_id, rows.c.sample_index, rows.c.text)
+        query = query.where(rows.c.prompt_missing)
+        order = (rows.c.round_id, rows.c.prompt_id, rows.c.sample_index)
+    else:
+        query = query.where(missing)
+        order = (Sample.round_id, Sample.prompt_id, Sample.sample_index)
+    return list(session.execute(query.order_by(*order)).all())
+
+
+def prompts_by_id(session: Session, prompt_ids: Sequence[int]) -> list[Prompt]:
+    """The prompts with these ids, read ``ID_CHUNK`` ids per statement."""
+    ids = sorted(set(prompt_ids))
+    found: list[Prompt] = []
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = ids[start : start + ID_CHUNK]
+        found += session.execute(sa.select(Prompt).where(Prompt.id.in_(chunk))).scalars()
+    return found
+
+
+def tally(session: Session, selection: Selection, verifier: str, version: str) -> Tally:
+    """Passed, failed and unscorable among the selected samples' scores of ``verifier`` at
+    ``version`` (at most one per sample: scores are unique per sample and version)."""
+    verdict = sa.case(
+        (Score.status == "unscorable", "unscorable"),
+        (Score.passed.is_(True), "passed"),
+        else_="failed",
+    )
+    counts = dict(
+        session.execute(
+            sa.select(verdict, sa.func.count())
+            .select_from(Score)
+            .join(Sample, Sample.id == Score.sample_id)
+            .join(Round, Round.id == Sample.round_id)
+            .where(
+                Score.verifier == verifier,
+                Score.verifier_version == version,
+                *selection.where(),
+            )
+            .group_by(verdict)
+        ).all()
+    )
+    return Tally(
+        passed=counts.get("passed", 0),
+        failed=counts.get("failed", 0),
+        unscorable=counts.get("unscorable", 0),
+    )

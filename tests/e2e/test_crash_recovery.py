@@ -1,0 +1,259 @@
+"""Crash recovery as users run it: the ``flywheel`` CLI as a subprocess on a fresh data
+directory, with the embedded PostgreSQL, the local Prefect server and the local Ray that the
+CLI itself starts (no ``FLYWHEEL_RAY_ADDRESS``, no fixture's Ray or Prefect), peers 2 like
+the main example.
+
+The run is killed with SIGKILL (the CLI process alone, as ``kill -9 PID`` does) at every
+stage of a round in turn: a fault point (``dataflywheel/faults.py``) pauses the process at a
+place the stage has provably reached and not passed, and the test kills it there. Each kill is
+followed by exactly one ``flywheel resume``, which must clean up what the killed process left
+(its local Ray's processes, its Prefect flow runs still ``Running``) and carry the run through
+the killed stage; the next fault point then stops that resume in turn. The last resume runs
+to the end and exits 0. The run must then hold every invariant and equal an uninterrupted
+run of the same spec row for row and digest for digest (CPU fp32 is deterministic); no Ray
+process of ours may be left and no flow run left unfinished in Prefect. Then the rest of the
+user's recovery sequence: ``check``, ``replay --round 1`` and ``diff`` exit 0, and ``down``
+stops everything the data directory started.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dataflywheel import prefect_owners
+from dataflywheel.prefect_server import healthy
+from tests.conftest import server_tmp
+from tests.e2e.conftest import TINY_SPEC
+from tests.invariant_support import query
+from workers.driver import ray_session
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(25 * 60)]
+
+ROOT = Path(__file__).resolve().parents[2]
+# Every stage of round 1 in order, then the start of round 2 (between rounds).
+KILL_POINTS = (
+    "generate@1",
+    "verify@1",
+    "select@1",
+    "train@1",
+    "evaluate@1",
+    "promote@1",
+    "round@2",
+)
+TABLES = {
+    "samples": "SELECT count(*) FROM samples s JOIN rounds r ON r.id = s.round_id "
+    "WHERE r.run_id = :r",
+    "scores": "SELECT count(*) FROM scores x JOIN samples s ON s.id = x.sample_id "
+    "JOIN rounds r ON r.id = s.round_id WHERE r.run_id = :r",
+    "datasets": "SELECT count(*) FROM datasets WHERE run_id = :r",
+    "dataset_members": "SELECT count(*) FROM dataset_members m JOIN datasets d "
+    "ON d.id = m.dataset_id WHERE d.run_id = :r",
+    "checkpoints": "SELECT count(*) FROM checkpoints WHERE run_id = :r",
+    "checkpoint_datasets": "SELECT count(*) FROM checkpoint_datasets x JOIN checkpoints c "
+    "ON c.id = x.checkpoint_id WHERE c.run_id = :r",
+    "evaluations": "SELECT count(*) FROM evaluations e JOIN checkpoints c "
+    "ON c.id = e.checkpoint_id WHERE c.run_id = :r",
+    "rounds": "SELECT count(*) FROM rounds WHERE run_id = :r",
+    "stage_shards": "SELECT count(*) FROM stage_shards s JOIN rounds r ON r.id = s.round_id "
+    "WHERE r.run_id = :r AND s.status = 'done'",
+}
+
+
+@dataclass
+class UserMachine:
+    """A fresh data directory and the environment a user's shell would have."""
+
+    data_dir: Path
+    env: dict[str, str]
+    spec: Path
+    logs: Path
+
+    def start(self, *args: str, pause_at: str | None = None) -> subprocess.Popen:
+        env = dict(self.env)
+        if pause_at:
+            env["FLYWHEEL_TEST_PAUSE_AT"] = pause_at
+        log = self.logs / f"{len(list(self.logs.iterdir())):02d}-{args[0]}.log"
+        return subprocess.Popen(
+            [sys.executable, "-m", "dataflywheel.cli", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log.open("w"),
+            text=True,
+            start_new_session=True,
+        )
+
+    def run(self, *args: str, timeout: float = 600) -> tuple[int, str, str]:
+        proc = self.start(*args)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode, out, self.last_log()
+
+    def last_log(self) -> str:
+        return sorted(self.logs.iterdir())[-1].read_text()
+
+    def db_url(self) -> str:
+        code, out, log = self.run("db", "url", "--show-password", timeout=120)
+        assert code == 0, log
+        return out.strip()
+
+    def prefect_api(self) -> str:
+        info = json.loads((self.data_dir / "prefect" / "server.json").read_text())
+        return f"http://127.0.0.1:{info['port']}/api"
+
+    def our_ray_processes(self) -> list[int]:
+        """Live processes of any local Ray a command of this data directory started."""
+        found = []
+        for proc in ray_session.marked_processes():
+            try:
+                if proc.environ().get("FLYWHEEL_DATA_DIR") == str(self.data_dir):
+                    found.append(proc.pid)
+            except Exception:  # noqa: BLE001 - gone meanwhile
+                continue
+        return found
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserMachine]:
+    # Outside pytest's temp root: the embedded PostgreSQL runs as its own user (conftest).
+    root = server_tmp("fw-user-")
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["training"]["peers"] = 2
+    spec_file = root / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_", "PREFECT_"))}
+    env["FLYWHEEL_DATA_DIR"] = str(root / "data")
+    logs = tmp_path_factory.mktemp("cli-logs")
+    machine = UserMachine(data_dir=root / "data", env=env, spec=spec_file, logs=logs)
+    try:
+        yield machine
+    finally:
+        machine.run("down", timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _digests(db_url: str, run_id: int) -> list[tuple]:
+    """Per round: dataset digest, each peer's checkpoint digest and status, every sample."""
+    return query(
+        db_url,
+        "SELECT r.index, r.status, d.digest, (SELECT string_agg(c.peer || ':' || c.digest || ':' "
+        "|| c.status, ',' ORDER BY c.peer) FROM checkpoints c WHERE c.round_id = r.id), "
+        "(SELECT string_agg(s.text, '|' ORDER BY p.content_hash, s.purpose, s.sample_index) "
+        "FROM samples s JOIN prompts p ON p.id = s.prompt_id "
+        "WHERE s.round_id = r.id), (SELECT count(*) FROM samples s WHERE s.round_id = r.id) "
+        "FROM rounds r LEFT JOIN datasets d ON d.round_id = r.id WHERE r.run_id = :r "
+        "ORDER BY r.index",
+        r=run_id,
+    )
+
+
+def _counts(db_url: str, run_id: int) -> dict[str, int]:
+    return {name: query(db_url, sql, r=run_id)[0][0] for name, sql in TABLES.items()}
+
+
+def _wait_paused(user: UserMachine, proc: subprocess.Popen, point: str) -> int:
+    marker = user.data_dir / "test-pause" / point
+    deadline = time.monotonic() + 400
+    while not marker.exists():
+        assert proc.poll() is None, f"exited {proc.returncode} before {point}:\n{user.last_log()}"
+        assert time.monotonic() < deadline, f"never reached {point}:\n{user.last_log()[-3000:]}"
+        time.sleep(0.2)
+    time.sleep(0.3)  # the marker is written first: let the pid land in it
+    pid = int(marker.read_text())
+    assert pid == proc.pid
+    return pid
+
+
+def test_sigkill_at_every_stage_then_one_resume_each(user: UserMachine) -> None:
+    # An uninterrupted run of the same spec: the rows and digests a recovered run must equal.
+    code, out, log = user.run("run", str(user.spec))
+    assert code == 0, log[-4000:]
+    reference = int(out.strip().splitlines()[-1])
+    assert user.our_ray_processes() == [], "a finished `flywheel run` left Ray processes"
+    db_url = user.db_url()
+
+    proc = user.start("run", str(user.spec), pause_at=KILL_POINTS[0])
+    run_id: int | None = None
+    for number, point in enumerate(KILL_POINTS):
+        pid = _wait_paused(user, proc, point)
+        if run_id is None:
+            (run_id,) = query(db_url, "SELECT max(id) FROM runs")[0]
+            assert run_id != reference
+        ray_record = json.loads((user.data_dir / "ray" / f"{pid}.json").read_text())
+        prefect_record = json.loads(
+            (user.data_dir / "prefect" / "owners" / f"{pid}.json").read_text()
+        )
+        assert prefect_owners.unfinished_flow_runs(user.prefect_api(), prefect_record["tag"])
+        os.kill(pid, signal.SIGKILL)  # the CLI process alone: its Ray is left behind
+        proc.wait()
+        assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("running",)]
+
+        # One resume recovers this kill; the next fault point (if any) stops it in turn.
+        following = KILL_POINTS[number + 1] if number + 1 < len(KILL_POINTS) else None
+        proc = user.start("resume", str(run_id), pause_at=following)
+        if following is not None:
+            _wait_paused(user, proc, following)
+        else:
+            out, _ = proc.communicate(timeout=600)
+            assert proc.returncode == 0, user.last_log()[-4000:]
+            assert out.strip().splitlines()[-1] == str(run_id)
+        log = user.last_log()
+        # It said what it found, and nothing of the killed process is left.
+        assert f"flywheel process {pid}" in log and "recovered:" in log, log[-3000:]
+        assert f"of killed flywheel process {pid} as Crashed" in log, log[-3000:]
+        assert not ray_session._marked(ray_record["token"])
+        assert not prefect_owners.unfinished_flow_runs(user.prefect_api(), prefect_record["tag"])
+        assert not (user.data_dir / "ray" / f"{pid}.json").exists()
+
+    assert run_id is not None
+    assert user.our_ray_processes() == [], "the last resume left Ray processes"
+    assert prefect_owners.unfinished_flow_runs(user.prefect_api()) == []
+    assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("succeeded",)]
+    # Exactly the rows and digests of the uninterrupted run.
+    assert _counts(db_url, run_id) == _counts(db_url, reference)
+    assert _digests(db_url, run_id) == _digests(db_url, reference)
+    # Resuming the finished run changes nothing.
+    code, _, log = user.run("resume", str(run_id))
+    assert code == 0, log[-3000:]
+    assert _counts(db_url, run_id) == _counts(db_url, reference)
+
+    # The rest of the user's recovery sequence, each step exiting 0 without a hang.
+    code, out, log = user.run("check", str(run_id), timeout=300)
+    assert code == 0 and "all invariants hold" in out, log[-3000:]
+    started = time.monotonic()
+    code, out, log = user.run("replay", str(run_id), "--round", "1")
+    assert code == 0, log[-4000:]
+    assert "GCS" not in log, log[-3000:]
+    replay_id = int(out.strip().splitlines()[-1])
+    assert time.monotonic() - started < 300
+    code, out, log = user.run("diff", f"{run_id}:1", f"{replay_id}:1", "--json", timeout=120)
+    assert code == 0 and json.loads(out)["identical"], out + log
+    assert user.our_ray_processes() == []
+
+    # The database is not stopped under its Prefect server; `down` stops everything.
+    code, _, log = user.run("db", "stop", timeout=120)
+    assert code == 1 and "flywheel down" in log, log
+    assert healthy(user.prefect_api())
+    api = user.prefect_api()
+    code, out, log = user.run("down", timeout=120)
+    assert code == 0, log
+    assert "local Prefect server stopped" in out and "embedded PostgreSQL" in out, out
+    assert not healthy(api)
+    code, _, _ = user.run("db", "status", timeout=60)
+    assert code == 3  # stopped
