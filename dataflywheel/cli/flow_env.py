@@ -33,12 +33,11 @@ from tasks import context
 from workers.driver import ray_session
 
 
-def recover(settings: Settings, *, prefect: bool = True) -> None:
-    """Clean up after commands of this data directory that were killed, saying so."""
+def recover(settings: Settings) -> None:
+    """Clean up after commands of this data directory that were killed, saying so. Their
+    Prefect runs are marked only where the server they used answers (none is started)."""
     for reaped in ray_session.reap(settings):
         err.print(f"[yellow]recovered:[/] {escape(str(reaped))}", highlight=False)
-    if not prefect:
-        return
     try:
         orphans = prefect_owners.crash_orphans(settings)
     except Exception as exc:  # bookkeeping of the UI: never a reason to refuse the command

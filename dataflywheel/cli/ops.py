@@ -40,7 +40,7 @@ def check(
 
     current = settings()
     ready_database(current)
-    recover(current, prefect=False)  # a killed run's leftover Ray, not the Prefect server's
+    recover(current)  # what a killed command left (its Prefect runs only if the server is up)
     engine = engine_from_settings(current)
     try:
         with session_scope(engine) as session:

@@ -11,9 +11,14 @@ followed by exactly one ``flywheel resume``, which must clean up what the killed
 the killed stage; the next fault point then stops that resume in turn. The last resume runs
 to the end and exits 0. The run must then hold every invariant and equal an uninterrupted
 run of the same spec row for row and digest for digest (CPU fp32 is deterministic); no Ray
-process of ours may be left and no flow run left unfinished in Prefect. Then the rest of the
-user's recovery sequence: ``check``, ``replay --round 1`` and ``diff`` exit 0, and ``down``
-stops everything the data directory started.
+process of ours may be left and no flow run left unfinished in Prefect. With one model, the
+run is killed mid-generation, mid-training and between rounds.
+
+Then the rest of the user's sequence on the recovered run: ``check``, ``replay --round 1``
+(the replayed round equal to the source: ``diff`` exits 0) and ``rescore`` exit 0; a replay
+whose packages differ warns and ``--strict`` refuses; one whose inputs left the store is
+refused naming them; ``check`` catches a damaged run; ``db stop`` is refused while the
+Prefect server uses the database; and ``down`` stops everything the data directory started.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from dataflywheel import prefect_owners
+from dataflywheel.db.session import make_engine
 from dataflywheel.prefect_server import healthy
 from tests.conftest import server_tmp
 from tests.e2e.conftest import TINY_SPEC
@@ -53,6 +60,8 @@ KILL_POINTS = (
     "promote@1",
     "round@2",
 )
+# With one model: mid-generation, mid-training and between rounds.
+POINTS_PEERS_1 = ("generate@1", "train@1", "round@2")
 TABLES = {
     "samples": "SELECT count(*) FROM samples s JOIN rounds r ON r.id = s.round_id "
     "WHERE r.run_id = :r",
@@ -78,8 +87,15 @@ class UserMachine:
 
     data_dir: Path
     env: dict[str, str]
-    spec: Path
     logs: Path
+
+    def spec_for(self, peers: int) -> Path:
+        """The tiny spec (warm-up + 2 rounds) with ``peers`` models."""
+        spec = copy.deepcopy(TINY_SPEC)
+        spec["training"]["peers"] = peers
+        path = self.data_dir.parent / f"spec-peers{peers}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        return path
 
     def start(self, *args: str, pause_at: str | None = None) -> subprocess.Popen:
         env = dict(self.env)
@@ -133,14 +149,10 @@ class UserMachine:
 def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserMachine]:
     # Outside pytest's temp root: the embedded PostgreSQL runs as its own user (conftest).
     root = server_tmp("fw-user-")
-    spec = copy.deepcopy(TINY_SPEC)
-    spec["training"]["peers"] = 2
-    spec_file = root / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_", "PREFECT_"))}
     env["FLYWHEEL_DATA_DIR"] = str(root / "data")
     logs = tmp_path_factory.mktemp("cli-logs")
-    machine = UserMachine(data_dir=root / "data", env=env, spec=spec_file, logs=logs)
+    machine = UserMachine(data_dir=root / "data", env=env, logs=logs)
     try:
         yield machine
     finally:
@@ -163,6 +175,16 @@ def _digests(db_url: str, run_id: int) -> list[tuple]:
     )
 
 
+def _execute(db_url: str, sql: str, **params: object) -> None:
+    """One statement in a transaction of its own, committed."""
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(sa.text(sql), params).rowcount == 1
+    finally:
+        engine.dispose()
+
+
 def _counts(db_url: str, run_id: int) -> dict[str, int]:
     return {name: query(db_url, sql, r=run_id)[0][0] for name, sql in TABLES.items()}
 
@@ -180,17 +202,19 @@ def _wait_paused(user: UserMachine, proc: subprocess.Popen, point: str) -> int:
     return pid
 
 
-def test_sigkill_at_every_stage_then_one_resume_each(user: UserMachine) -> None:
+def _kill_at_each_point_then_resume(user: UserMachine, spec: Path, points: tuple[str, ...]):
+    """Run ``spec`` killed at each of ``points`` in turn, one resume after each kill; returns
+    (the recovered run's id, an uninterrupted run's id, the database URL)."""
     # An uninterrupted run of the same spec: the rows and digests a recovered run must equal.
-    code, out, log = user.run("run", str(user.spec))
+    code, out, log = user.run("run", str(spec))
     assert code == 0, log[-4000:]
     reference = int(out.strip().splitlines()[-1])
     assert user.our_ray_processes() == [], "a finished `flywheel run` left Ray processes"
     db_url = user.db_url()
 
-    proc = user.start("run", str(user.spec), pause_at=KILL_POINTS[0])
+    proc = user.start("run", str(spec), pause_at=points[0])
     run_id: int | None = None
-    for number, point in enumerate(KILL_POINTS):
+    for number, point in enumerate(points):
         pid = _wait_paused(user, proc, point)
         if run_id is None:
             (run_id,) = query(db_url, "SELECT max(id) FROM runs")[0]
@@ -200,12 +224,12 @@ def test_sigkill_at_every_stage_then_one_resume_each(user: UserMachine) -> None:
             (user.data_dir / "prefect" / "owners" / f"{pid}.json").read_text()
         )
         assert prefect_owners.unfinished_flow_runs(user.prefect_api(), prefect_record["tag"])
-        os.kill(pid, signal.SIGKILL)  # the CLI process alone: its Ray is left behind
+        os.kill(pid, signal.SIGKILL)  # the CLI process alone: its Ray is left to its fate
         proc.wait()
         assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=run_id) == [("running",)]
 
         # One resume recovers this kill; the next fault point (if any) stops it in turn.
-        following = KILL_POINTS[number + 1] if number + 1 < len(KILL_POINTS) else None
+        following = points[number + 1] if number + 1 < len(points) else None
         proc = user.start("resume", str(run_id), pause_at=following)
         if following is not None:
             _wait_paused(user, proc, following)
@@ -215,7 +239,9 @@ def test_sigkill_at_every_stage_then_one_resume_each(user: UserMachine) -> None:
             assert out.strip().splitlines()[-1] == str(run_id)
         log = user.last_log()
         # It said what it found, and nothing of the killed process is left.
-        assert f"flywheel process {pid}" in log and "recovered:" in log, log[-3000:]
+        assert f"recovered: flywheel process {pid}" in log or (
+            f"recovered: stopped the local Ray left by flywheel process {pid}" in log
+        ), log[-3000:]
         assert f"of killed flywheel process {pid} as Crashed" in log, log[-3000:]
         assert not ray_session._marked(ray_record["token"])
         assert not prefect_owners.unfinished_flow_runs(user.prefect_api(), prefect_record["tag"])
@@ -228,10 +254,24 @@ def test_sigkill_at_every_stage_then_one_resume_each(user: UserMachine) -> None:
     # Exactly the rows and digests of the uninterrupted run.
     assert _counts(db_url, run_id) == _counts(db_url, reference)
     assert _digests(db_url, run_id) == _digests(db_url, reference)
+    return run_id, reference, db_url
+
+
+def test_one_model_killed_mid_generation_mid_training_and_between_rounds(
+    user: UserMachine,
+) -> None:
+    _kill_at_each_point_then_resume(user, user.spec_for(peers=1), POINTS_PEERS_1)
+
+
+def test_two_peers_killed_at_every_stage_then_check_replay_diff_rescore_down(
+    user: UserMachine, tmp_path: Path
+) -> None:
+    run_id, _, db_url = _kill_at_each_point_then_resume(user, user.spec_for(peers=2), KILL_POINTS)
     # Resuming the finished run changes nothing.
+    before = _counts(db_url, run_id), _digests(db_url, run_id)
     code, _, log = user.run("resume", str(run_id))
     assert code == 0, log[-3000:]
-    assert _counts(db_url, run_id) == _counts(db_url, reference)
+    assert (_counts(db_url, run_id), _digests(db_url, run_id)) == before
 
     # The rest of the user's recovery sequence, each step exiting 0 without a hang.
     code, out, log = user.run("check", str(run_id), timeout=300)
@@ -239,18 +279,84 @@ def test_sigkill_at_every_stage_then_one_resume_each(user: UserMachine) -> None:
     started = time.monotonic()
     code, out, log = user.run("replay", str(run_id), "--round", "1")
     assert code == 0, log[-4000:]
-    assert "GCS" not in log, log[-3000:]
+    assert "WARNING" not in log and "GCS" not in log, log[-3000:]
     replay_id = int(out.strip().splitlines()[-1])
     assert time.monotonic() - started < 300
+    assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=replay_id) == [("succeeded",)]
+    assert query(
+        db_url,
+        "SELECT r.id = (SELECT replay_of_round_id FROM runs WHERE id = :n) FROM rounds r "
+        "WHERE r.run_id = :r AND r.index = 1",
+        r=run_id,
+        n=replay_id,
+    ) == [(True,)]
     code, out, log = user.run("diff", f"{run_id}:1", f"{replay_id}:1", "--json", timeout=120)
     assert code == 0 and json.loads(out)["identical"], out + log
+    code, out, _ = user.run("diff", f"{run_id}:1", f"{run_id}:2", timeout=120)
+    assert code == 3 and "differs" in out
+    code, _, log = user.run("check", str(replay_id), timeout=300)
+    assert code == 0, log[-3000:]
+
+    # Rescore through the CLI: every sample already has this verifier version, so nothing
+    # is added; a changed configuration is a new version and scores every train sample.
+    code, out, log = user.run("rescore", str(run_id), "--verifier", "exact_answer")
+    assert code == 0, log[-3000:]
+    train = query(
+        db_url,
+        "SELECT count(*) FROM samples s JOIN rounds r ON r.id = s.round_id "
+        "WHERE r.run_id = :r AND s.purpose = 'train'",
+        r=run_id,
+    )[0][0]
+    scores = _counts(db_url, run_id)["scores"]
+    regex = tmp_path / "regex.yaml"
+    regex.write_text("name: regex\npattern: '^[0-9]+$'\n")
+    code, out, log = user.run("rescore", str(run_id), "--config", str(regex), "--purpose", "train")
+    assert code == 0, log[-3000:]
+    assert _counts(db_url, run_id)["scores"] == scores + train
     assert user.our_ray_processes() == []
+
+    # A manifest naming other package versions: a loud warning, and --strict refuses.
+    runs_before = query(db_url, "SELECT count(*) FROM runs")
+    _execute(
+        db_url,
+        "UPDATE rounds SET manifest = jsonb_set(manifest, '{packages,torch}', '\"0.0.1\"') "
+        "WHERE run_id = :r AND index = 2",
+        r=run_id,
+    )
+    code, _, log = user.run("replay", str(run_id), "--round", "2", "--strict", timeout=300)
+    flat = " ".join(log.split())
+    assert code == 1 and "WARNING" in flat and "package torch: 0.0.1 ->" in flat, flat
+    assert "nothing was written" in flat
+    # Inputs gone from the store: a clear error naming them, and no new run.
+    (warmup_dataset,) = query(
+        db_url,
+        "SELECT d.object_key FROM datasets d JOIN rounds r ON r.id = d.round_id "
+        "WHERE r.run_id = :r AND r.index = 0",
+        r=run_id,
+    )[0]
+    (user.data_dir / "objects" / warmup_dataset).unlink()
+    code, _, log = user.run("replay", str(run_id), "--round", "1", timeout=300)
+    flat = " ".join(log.split())
+    assert code == 1 and "inputs no longer in the object store" in flat, flat
+    assert warmup_dataset in flat
+    assert query(db_url, "SELECT count(*) FROM runs") == runs_before
+    # The checker fails loudly on the damaged run: the missing object and a lost score.
+    _execute(
+        db_url,
+        "DELETE FROM scores WHERE id = (SELECT x.id FROM scores x JOIN samples s ON "
+        "s.id = x.sample_id JOIN rounds r ON r.id = s.round_id WHERE r.run_id = :r "
+        "AND r.index = 2 AND s.purpose = 'train' AND x.verifier = 'exact_answer' LIMIT 1)",
+        r=run_id,
+    )
+    code, out, log = user.run("check", str(run_id), timeout=300)
+    assert code == 1 and "invariant(s) violated" in log, out + log
+    assert "[object_missing]" in log and warmup_dataset in log and "[scores] round 2:" in log
 
     # The database is not stopped under its Prefect server; `down` stops everything.
     code, _, log = user.run("db", "stop", timeout=120)
     assert code == 1 and "flywheel down" in log, log
-    assert healthy(user.prefect_api())
     api = user.prefect_api()
+    assert healthy(api)
     code, out, log = user.run("down", timeout=120)
     assert code == 0, log
     assert "local Prefect server stopped" in out and "embedded PostgreSQL" in out, out
