@@ -71,7 +71,7 @@ def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
             _stop(process)
 
 
-def _wait_for(what: str, check, timeout: float, logs: list[Path]) -> None:  # noqa: ANN001
+def _wait_for(what: str, check, timeout: float, logs: list[Path]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, OSError):

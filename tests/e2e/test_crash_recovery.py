@@ -23,6 +23,7 @@ Prefect server uses the database; and ``down`` stops everything the data directo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -32,9 +33,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -88,6 +90,7 @@ class UserMachine:
     data_dir: Path
     env: dict[str, str]
     logs: Path
+    started: list[subprocess.Popen] = field(default_factory=list)
 
     def spec_for(self, peers: int) -> Path:
         """The tiny spec (warm-up + 2 rounds) with ``peers`` models."""
@@ -102,7 +105,7 @@ class UserMachine:
         if pause_at:
             env["FLYWHEEL_TEST_PAUSE_AT"] = pause_at
         log = self.logs / f"{len(list(self.logs.iterdir())):02d}-{args[0]}.log"
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "dataflywheel.cli", *args],
             env=env,
             cwd=ROOT,
@@ -111,6 +114,17 @@ class UserMachine:
             text=True,
             start_new_session=True,
         )
+        self.started.append(proc)
+        return proc
+
+    def kill_all(self) -> None:
+        """Kill every command this machine started that still runs (a failed test's paused
+        one), with its process group."""
+        for proc in self.started:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def run(self, *args: str, timeout: float = 600) -> tuple[int, str, str]:
         proc = self.start(*args)
@@ -140,7 +154,7 @@ class UserMachine:
             try:
                 if proc.environ().get("FLYWHEEL_DATA_DIR") == str(self.data_dir):
                     found.append(proc.pid)
-            except Exception:  # noqa: BLE001 - gone meanwhile
+            except psutil.Error:  # gone meanwhile
                 continue
         return found
 
@@ -156,6 +170,7 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserMachine]:
     try:
         yield machine
     finally:
+        machine.kill_all()
         machine.run("down", timeout=120)
         shutil.rmtree(root, ignore_errors=True)
 
