@@ -295,7 +295,7 @@ def test_two_peers_killed_at_every_stage_then_check_replay_diff_rescore_down(
     started = time.monotonic()
     code, out, log = user.run("replay", str(run_id), "--round", "1")
     assert code == 0, log[-4000:]
-    assert "WARNING" not in log and "GCS" not in log, log[-3000:]
+    assert "the environment differs" not in log and "GCS" not in log, log[-3000:]
     replay_id = int(out.strip().splitlines()[-1])
     assert time.monotonic() - started < 300
     assert query(db_url, "SELECT status FROM runs WHERE id = :r", r=replay_id) == [("succeeded",)]
@@ -341,7 +341,8 @@ def test_two_peers_killed_at_every_stage_then_check_replay_diff_rescore_down(
     )
     code, _, log = user.run("replay", str(run_id), "--round", "2", "--strict", timeout=300)
     flat = " ".join(log.split())
-    assert code == 1 and "WARNING" in flat and "package torch: 0.0.1 ->" in flat, flat
+    assert code == 1 and "WARNING: the environment differs" in flat, flat
+    assert "package torch: 0.0.1 ->" in flat
     assert "nothing was written" in flat
     # Inputs gone from the store: a clear error naming them, and no new run.
     (warmup_dataset,) = query(
