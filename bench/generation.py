@@ -7,7 +7,7 @@ Same model folder, dtype, prompts, batch and greedy decoding for both; each stop
 ``--max-tokens``. Tokens/s is generated tokens (EOS included) over the generate call's wall
 time, after one warm-up call each. Also timed: the vLLM engine start, an in-place weight
 reload (what ``VLLMBackend.load`` does each round) and, with ``--recreate``, a fresh engine.
-The other half of issue 3's generation benchmark, our generate stage against the raw backend
+The other half of the generation benchmark, our generate stage against the raw backend
 call, is bench/generate_stage.py (it needs the database, Ray and Prefect; this does not).
 
     python bench/generation.py                     # SmolLM2-135M-Instruct (converted once)

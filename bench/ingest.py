@@ -185,7 +185,7 @@ def bench_ingestion(url: str, local: bool, n: int, repeat: int) -> dict[str, Tim
         for i in range(n)
     ]
     # The same row conversion on both sides, so the ratio measures the database path alone.
-    sample_tuple, score_tuple = ingest._sample_tuple, ingest._score_tuple  # noqa: SLF001
+    sample_tuple, score_tuple = ingest._sample_tuple, ingest._score_tuple
 
     def samples_ours() -> None:
         with session_scope(engine) as s:

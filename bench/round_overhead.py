@@ -13,7 +13,7 @@ model work and with loading as plumbing. Round 1 also pays for the run's start-u
 generator actor's process and imports, the base model's evaluation); later rounds show the
 steady state.
 
-Target (issue 3): plumbing ≤ 10% of the round.
+Target: plumbing ≤ 10% of the round.
 
     .venv/bin/python bench/round_overhead.py [--prompts 500] [--samples 8] [--steps 150]
                                              [--rounds 2] [--warmup-steps 300]

@@ -1,13 +1,14 @@
 """Environment settings: where the database, object store, Ray and Prefect live.
 
-Runs in: anywhere. Read once per process through :func:`get_settings` (never at import
-time); every field can be set as an environment variable with the ``FLYWHEEL_`` prefix,
-e.g. ``FLYWHEEL_DATABASE_URL``, or in a ``.env`` file in the working directory.
+Runs in: anywhere. Each process reads its settings where it starts work — ``Settings()`` in
+a CLI command, the API's app factory, the Prefect tasks' context (once per process), a Ray
+worker — and passes them down; never at import time. Every field can be set as an
+environment variable with the ``FLYWHEEL_`` prefix, e.g. ``FLYWHEEL_DATABASE_URL``, or in a
+``.env`` file in the working directory.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -109,9 +110,3 @@ class Settings(BaseSettings):
         if self.store_uri:
             return self.store_uri
         return str(self.resolved_data_dir / "objects")
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process's settings, read from the environment on first use."""
-    return Settings()

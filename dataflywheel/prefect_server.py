@@ -4,8 +4,8 @@ Runs in: the CLI process (``flywheel run``, ``flywheel server``). When no Prefec
 configured (``FLYWHEEL_PREFECT_API_URL`` / ``PREFECT_API_URL``), a ``prefect server start``
 process is launched on a free loopback port, its state kept in a ``prefect`` database on the
 same PostgreSQL server as ours, and recorded in ``<data_dir>/prefect/server.json`` so later
-commands reuse it (the per-process ephemeral server takes 12–25 s to start, see
-shared/ENVIRONMENT.md). ``flywheel server stop`` ends it.
+commands reuse it (Prefect's per-process ephemeral server takes many seconds to start in
+every process, and sometimes times out). ``flywheel server stop`` ends it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataflywheel.cli.common import err, fail, friendly_errors, out, ready_datab
 from dataflywheel.config import Settings
 
 
-def _engine(settings: Settings):  # noqa: ANN202 - sqlalchemy Engine, imported lazily
+def _engine(settings: Settings):
     from dataflywheel.db.session import engine_from_settings
 
     return engine_from_settings(settings)
@@ -58,7 +58,7 @@ def key_list() -> None:
     for column in ("id", "name", "prefix", "created", "last used", "revoked"):
         table.add_column(column)
 
-    def when(value) -> str:  # noqa: ANN001
+    def when(value) -> str:
         return value.astimezone().strftime("%Y-%m-%d %H:%M") if value else "-"
 
     for k in keys:

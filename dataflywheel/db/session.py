@@ -40,7 +40,7 @@ def redact(url: str) -> str:
     """The URL with its password hidden, for messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparseable URL is shown without its netloc
+    except Exception:
         parts = urlsplit(url)
         return f"{parts.scheme}://***"
 

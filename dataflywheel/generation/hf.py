@@ -110,7 +110,7 @@ class TransformersBackend:
         hf_logging.disable_progress_bar()
         self.close()
         # A fresh model from the saved folder: a model object that went through TRL keeps an
-        # autocast wrapper that makes generation ~2x slower (shared/ENVIRONMENT.md). bf16 is
+        # autocast wrapper that made generation ~2x slower in our measurements. bf16 is
         # a cast of the fp32 weights (this CPU has AMX; ~2x faster than fp32).
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=TORCH_DTYPES[dtype])
         # The GPU when the actor was granted one (Ray sets CUDA_VISIBLE_DEVICES), else CPU.

@@ -54,7 +54,7 @@ from datetime import datetime
 from typing import Any
 
 from dataflywheel.reporting.agreement import Agreement
-from dataflywheel.reporting.report import EvalSummary, RoundReport, RunReport
+from dataflywheel.reporting.summaries import EvalSummary, RoundReport, RunReport
 
 SCHEMA_VERSION = 1
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dataflywheel.reporting.plot import write_plot
 from dataflywheel.reporting.render import write_markdown
-from dataflywheel.reporting.report import RunReport
+from dataflywheel.reporting.summaries import RunReport
 
 MARKDOWN = "report.md"
 PLOT = "report.png"

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dataflywheel.reporting.report import RunReport
+from dataflywheel.reporting.summaries import RunReport
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

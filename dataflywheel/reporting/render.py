@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from dataflywheel.reporting.report import STAGES, RoundReport, RunReport, VerifierStats
+from dataflywheel.reporting.summaries import STAGES, RoundReport, RunReport, VerifierStats
 
 DASH = "–"
 COLUMNS = (

@@ -4,7 +4,7 @@ Runs in: anywhere (pure). A verifier is deterministic, does no I/O and holds no 
 turns (completion, prompt) into a :class:`Score`. Output it cannot parse is a scored 0 with
 ``reason="no_answer"``; a problem with the *inputs* (a reference-based verifier given a prompt
 without a reference, a reference that is not a number) raises, because a silent zero would
-poison the training set (STYLE.md, rule 5).
+poison the training set.
 
 Two shapes, no base class:
 

@@ -8,7 +8,7 @@ completion (the last fenced ``python`` block when there is one), preceded by the
 when the completion only continues it (HumanEval style: the prompt is the signature and
 docstring, the model writes the body).
 
-Outcomes, as STYLE.md rule 5 asks:
+Outcomes (never a silent zero; infrastructure errors raise):
 
 * scored pass/fail, with per-test results, timings and an error class (``assertion``,
   ``exception``, ``exit``, ``syntax``, ``timeout``, ``memory``, ``crash``, ``tampering``) in

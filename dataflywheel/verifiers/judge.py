@@ -10,7 +10,7 @@ judgement; ``score_pattern`` (its first group, or the group named ``score``) ext
 number on ``[min_score, max_score]`` and ``reason_pattern`` an optional reason. ``value`` is
 the score scaled to [0, 1]; the sample passes at ``pass_score`` or above. A judgement with no
 parsable score, or a score off the scale, is **unscorable** with the reason and the raw
-judgement in ``details`` — never a silent pass or fail (STYLE.md rule 5).
+judgement in ``details`` — never a silent pass or fail.
 
 ``model: current`` judges each sample with the checkpoint that generated it: the
 self-rewarding loop of Yuan et al. 2024 ("Self-Rewarding Language Models"), where the model

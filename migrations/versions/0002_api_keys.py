@@ -1,4 +1,4 @@
-"""API keys: bearer tokens of the HTTP API, stored hashed (issue 6).
+"""API keys: bearer tokens of the HTTP API, stored hashed.
 
 Revision ID: 0002
 Revises: 0001

@@ -1,4 +1,4 @@
-"""Checkpoint peers: models trained alongside the run's model whose samples only vote (issue 3).
+"""Checkpoint peers: models trained alongside the run's model whose samples only vote.
 
 Revision ID: 0003
 Revises: 0002

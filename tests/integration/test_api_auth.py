@@ -69,7 +69,7 @@ def test_route_enumeration_finds_the_api_and_the_public_routes(app: FastAPI) -> 
     assert len(protected) >= 12
 
 
-def _assert_401(response, what: str) -> None:  # noqa: ANN001
+def _assert_401(response, what: str) -> None:
     assert response.status_code == 401, f"{what}: {response.status_code} {response.text}"
     body = response.json()
     assert body["error"] == "unauthorized" and body["message"], body

@@ -19,9 +19,9 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from dataflywheel.generation import GenerationRequest, SamplingConfig  # noqa: E402
-from dataflywheel.generation.openai_backend import EndpointError, OpenAIBackend  # noqa: E402
-from dataflywheel.training.tokenizer import build_char_tokenizer, vocab_size  # noqa: E402
+from dataflywheel.generation import GenerationRequest, SamplingConfig
+from dataflywheel.generation.openai_backend import EndpointError, OpenAIBackend
+from dataflywheel.training.tokenizer import build_char_tokenizer, vocab_size
 
 pytestmark = pytest.mark.slow
 

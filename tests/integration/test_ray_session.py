@@ -46,7 +46,7 @@ def test_two_threads_asking_at_once_get_one_local_ray_and_shutdown_leaves_none(
             barrier.wait()
             ray_session.connect(settings)
             gcs.append(ray.get_runtime_context().gcs_address)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=ask) for _ in range(2)]

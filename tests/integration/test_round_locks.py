@@ -36,7 +36,7 @@ def test_concurrent_shard_commits_of_one_round_do_not_deadlock(engine: sa.Engine
                 queries.plan_shards(session, round_id, stage, ["d" * 64])  # key-share lock
                 both_wrote.wait()
                 queries.add_compute_seconds(session, round_id, stage, 1.5)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=commit_shard, args=(s,)) for s in ("gen", "gen_peer1")]

@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("gguf")
 pytest.importorskip("transformers")
 
-from dataflywheel.store import LocalStore, read_tree  # noqa: E402
-from dataflywheel.training import smollm2  # noqa: E402
+from dataflywheel.store import LocalStore, read_tree
+from dataflywheel.training import smollm2
 
 pytestmark = pytest.mark.slow
 

@@ -56,7 +56,7 @@ def test_dockerfiles_copy_paths_that_exist() -> None:
                     assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source} missing"
 
 
-# --- the control plane (issue 6): Prefect server and worker, Ray head and GPU worker, API ---
+# --- the control plane: Prefect server and worker, Ray head and GPU worker, API ---
 
 
 def _prefect_yaml() -> dict:

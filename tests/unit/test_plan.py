@@ -13,17 +13,17 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture
-def spec():  # noqa: ANN201
+def spec():
     return load_spec(EXAMPLES / "arithmetic-selfimprove.yaml")
 
 
-def test_rounds_start_with_the_warmup(spec) -> None:  # noqa: ANN001
+def test_rounds_start_with_the_warmup(spec) -> None:
     assert plan.round_indices(spec) == [0, *range(1, spec.rounds + 1)]
     no_warmup = spec.model_copy(update={"warmup": None})
     assert plan.round_indices(no_warmup) == list(range(1, spec.rounds + 1))
 
 
-def test_train_prompts_are_fresh_each_round_and_reproducible(spec) -> None:  # noqa: ANN001
+def test_train_prompts_are_fresh_each_round_and_reproducible(spec) -> None:
     band = plan.initial_band(spec)
     first = plan.train_prompts(spec, 1, band)
     assert [p.content_hash for p in first] == [
@@ -35,14 +35,14 @@ def test_train_prompts_are_fresh_each_round_and_reproducible(spec) -> None:  # n
     assert all(p.split == "train" and band[0] <= p.difficulty <= band[1] for p in first)
 
 
-def test_eval_prompts_are_held_out_and_fixed(spec) -> None:  # noqa: ANN001
+def test_eval_prompts_are_held_out_and_fixed(spec) -> None:
     held_out = plan.eval_prompts(spec)
     assert [p.content_hash for p in held_out] == [p.content_hash for p in plan.eval_prompts(spec)]
     train_texts = {p.text for i in (1, 2, 3) for p in plan.train_prompts(spec, i, (1, 4))}
     assert not train_texts & {p.text for p in held_out}
 
 
-def test_sample_seeds_follow_content_not_database_ids(spec) -> None:  # noqa: ANN001
+def test_sample_seeds_follow_content_not_database_ids(spec) -> None:
     prompts = plan.train_prompts(spec, 1, plan.initial_band(spec))[:3]
     a = plan.requests(spec, 1, "train", [plan.PromptRef(i, p) for i, p in enumerate(prompts)])
     b = plan.requests(spec, 1, "train", [plan.PromptRef(100 + i, p) for i, p in enumerate(prompts)])
@@ -53,7 +53,7 @@ def test_sample_seeds_follow_content_not_database_ids(spec) -> None:  # noqa: AN
     assert other_round[0].seed != a[0].seed
 
 
-def test_warmup_training_config_overrides_steps_and_rate(spec) -> None:  # noqa: ANN001
+def test_warmup_training_config_overrides_steps_and_rate(spec) -> None:
     warm = plan.train_config(spec, plan.WARMUP_INDEX)
     assert warm.max_steps == spec.warmup.max_steps
     assert warm.learning_rate == spec.warmup.learning_rate
@@ -62,7 +62,7 @@ def test_warmup_training_config_overrides_steps_and_rate(spec) -> None:  # noqa:
     assert later.seed != warm.seed
 
 
-def test_curriculum_raises_the_band_past_the_threshold(spec) -> None:  # noqa: ANN001
+def test_curriculum_raises_the_band_past_the_threshold(spec) -> None:
     assert plan.next_band(spec, (1, 4), 0.99) == (1, 4)  # no curriculum: the band stays
     data = spec.model_dump()
     data["prompts"]["fixed_width"] = None  # the curriculum widens operands past 4 digits
@@ -74,7 +74,7 @@ def test_curriculum_raises_the_band_past_the_threshold(spec) -> None:  # noqa: A
     assert plan.next_band(spec, band, None) == band
 
 
-def test_peers_take_their_own_sample_indices_seeds_and_inits(spec) -> None:  # noqa: ANN001
+def test_peers_take_their_own_sample_indices_seeds_and_inits(spec) -> None:
     prompts = plan.train_prompts(spec, 1, plan.initial_band(spec))[:2]
     refs = [plan.PromptRef(i, p) for i, p in enumerate(prompts)]
     n = spec.generation.samples_per_prompt
@@ -88,7 +88,7 @@ def test_peers_take_their_own_sample_indices_seeds_and_inits(spec) -> None:  # n
     assert plan.train_config(spec, 1, 0) == plan.train_config(spec, 1)
 
 
-def test_train_config_carries_the_trainer_thread_count(spec) -> None:  # noqa: ANN001
+def test_train_config_carries_the_trainer_thread_count(spec) -> None:
     assert plan.train_config(spec, 1).num_threads is None
     threaded = spec.model_copy(
         update={"training": spec.training.model_copy(update={"num_threads": 2})}

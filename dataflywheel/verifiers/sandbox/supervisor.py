@@ -3,9 +3,10 @@
 Runs in: any worker process (spawns sandboxed subprocesses). It never runs candidate code. One
 call of :func:`run_sandboxed` is one sandbox: bubblewrap (new pid, network, ipc, uts and
 cgroup namespaces; read-only /usr; a private size-capped /tmp; a cleared environment) runs
-``harness.py`` under a fresh unprivileged uid (``setpriv``; as root an RLIMIT_NPROC alone does
-not stop a fork bomb, see shared/ENVIRONMENT.md). The wall-clock limit is enforced here, from
-outside: SIGKILL to bubblewrap takes the sandbox's pid 1 and with it every process in the
+``harness.py`` under a fresh unprivileged uid (``setpriv``; RLIMIT_NPROC is not enforced for
+root, so alone it does not stop a fork bomb, see
+https://man7.org/linux/man-pages/man2/setrlimit.2.html). The wall-clock limit is enforced here,
+from outside: SIGKILL to bubblewrap takes the sandbox's pid 1 and with it every process in the
 namespace, and any process left with the sandbox uid is killed too.
 
 The verdict is read only from the harness's JSON-lines records on the sandbox's stdout, each
