@@ -10,7 +10,7 @@ pays for that; the raw call runs once before and once after the stage (the ratio
 mean wall time), since a shared machine's load drifts. Both see the same sampling
 parameters and per-request seeds, so they generate the same tokens (checked).
 
-Target (issue 3): stage throughput ≥ 0.9× the raw call's.
+Target: stage throughput ≥ 0.9× the raw call's.
 
     .venv/bin/python bench/generate_stage.py [--backend vllm] [--prompts 1024] [--max-tokens 16]
     .venv/bin/python bench/generate_stage.py --spec examples/smollm2-star.yaml --prompts 128
@@ -75,21 +75,22 @@ def spec_from_file(path: Path, prompts: int, backend: str | None) -> dict:
     return data
 
 
-def raw_call(spec, run_id: int, round_id: int) -> tuple[float, int, list[str]]:  # noqa: ANN001
+def raw_call(spec, run_id: int, round_id: int) -> tuple[float, int, list[str]]:
     """(wall seconds, generated tokens, texts) of one backend call over the eval requests,
     in the run's own generator actor."""
     import ray
 
+    from dataflywheel.db.samples import register_prompts
     from dataflywheel.rounds import plan
     from tasks import context
-    from tasks.generate import register_prompts, stage_prompts
-    from workers import pool
+    from tasks.generate import stage_prompts
+    from workers.driver.ray_session import NAMESPACE
 
     with context.session() as session:
         refs = register_prompts(session, stage_prompts(spec, 0, "eval", plan.initial_band(spec)))
     requests = plan.requests(spec, 0, "eval", refs)
     prompt_format = plan.prompt_format(spec, "generate")
-    actor = ray.get_actor(f"generator-run{run_id}-0", namespace=pool.NAMESPACE)
+    actor = ray.get_actor(f"generator-run{run_id}-0", namespace=NAMESPACE)
     prompts = [r.prompt for r in requests]
     if prompt_format.needs_tokenizer:  # the chat template: the actor holds the tokenizer
         texts = ray.get(actor.render_prompts.remote(prompts, prompt_format))

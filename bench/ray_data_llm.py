@@ -9,7 +9,7 @@ seed per request, temperature 1), float32 and the same vLLM engine settings on e
 
 * **ours** — a ``GeneratorWorker`` actor with the vLLM backend, made ready as the
   generate stage does (load from the object store + the 1-token probe, via
-  ``workers/health.py``), then ``generate_timed`` over shards with two in flight
+  ``workers/driver/health.py``), then ``generate_timed`` over shards with two in flight
   (``ray.wait`` backpressure). Round 2 loads a new checkpoint (same shapes, new weights:
   seed 1): an in-place weight reload in the live engine.
 * **processor** — ``ray.data.llm.build_processor(vLLMEngineProcessorConfig(...))`` over a
@@ -83,7 +83,7 @@ def run_ours(
     """Both rounds on one long-lived GeneratorWorker, as tasks/generate.py drives it."""
     import ray
 
-    from workers import health
+    from workers.driver import health
     from workers.generator import GeneratorWorker
 
     shards = [reqs[i : i + shard] for i in range(0, len(reqs), shard)]

@@ -9,8 +9,8 @@ every call its wall time, the trainer's own seconds (model load → saved folder
 inside) and the difference: start-up, imports, transfers and tear-down. It also times a
 ``TorchTrainer`` whose loop returns at once (the framework alone).
 
-The figures decide ``workers/pool.distributed_training`` (Ray Train only for more than one
-worker); there is no target.
+The figures decide ``workers/driver/placement.distributed_training`` (Ray Train only for
+more than one worker); there is no target.
 
     .venv/bin/python bench/ray_train_startup.py [--fits 3] [--steps 20]
 

@@ -6,7 +6,7 @@ measured is everything around the model, done with the same core calls the stage
 make: prompt upsert, ledger planning and per-shard marks, sample COPY per generation shard
 (256), reading samples back, exact-answer scoring and score COPY per verification shard
 (1024), reading candidates and scores back, rejection-sampling selection, the dataset file
-into the store and its member rows. Target (issue 4): per-sample cost at 100k within 1.2×
+into the store and its member rows. Target: per-sample cost at 100k within 1.2×
 of 1k.
 
 Part 2 — per-shard overhead of the orchestration: empty shards through a Ray actor with the
@@ -15,7 +15,7 @@ per shard; and, with ``PREFECT_API_URL`` set, a Prefect task call (stages are ta
 are not). Target: under 100 ms per shard.
 
 Part 3 — throughput with 1 and 2 workers on a local two-node Ray cluster (``ray start``
-processes, 1 CPU each, ``workers/local_cluster.py``): generation by ``GeneratorWorker``
+processes, 1 CPU each, ``tests/local_cluster.py``): generation by ``GeneratorWorker``
 actors (the tiny Llama, transformers, greedy, shards of 256 with two in flight per actor),
 one actor pinned to the head or one per node; verification by ``score_shard`` tasks (exact
 answer + majority vote, shards of 1024), pinned to the head, one slot per node, or unpinned
@@ -45,17 +45,17 @@ sys.path.insert(0, str(ROOT))
 import sqlalchemy as sa  # noqa: E402
 
 from dataflywheel import recipes  # noqa: E402
-from dataflywheel.db import embedded, ingest, migrate, queries  # noqa: E402
+from dataflywheel.db import checkpoints, embedded, ingest, migrate, queries  # noqa: E402
 from dataflywheel.db.models import Sample, Score  # noqa: E402
 from dataflywheel.db.session import make_engine, session_scope  # noqa: E402
-from dataflywheel.prompts import canonical_json, sha256_hex  # noqa: E402
+from dataflywheel.prompts import canonical_json, canonical_jsonl, sha256_hex  # noqa: E402
 from dataflywheel.recipes.rejection import RejectionSamplingConfig  # noqa: E402
 from dataflywheel.store import open_store  # noqa: E402
 from dataflywheel.verifiers import Score as VerifierScore  # noqa: E402
 from workers.verify import score_items  # noqa: E402
 
 GEN_SHARD = 256  # tasks/generate.py SHARD_SIZE
-VERIFY_SHARD = 1024  # tasks/verify.py SAMPLES_PER_SHARD
+VERIFY_SHARD = 1024  # dataflywheel/rounds/shards.py SAMPLES_PER_SHARD
 SAMPLES_PER_PROMPT = 4
 VERIFIERS = [{"name": "exact_answer", "extract": "full", "strict": True}]
 
@@ -64,7 +64,7 @@ def _round(engine: Any, label: str) -> tuple[int, int, int]:
     with session_scope(engine) as s:
         run = queries.create_run(s, name=label, spec={}, spec_hash="0" * 64)
         rnd = queries.ensure_round(s, run, 1, 7)
-        ckpt = queries.ensure_checkpoint(
+        ckpt = checkpoints.ensure_checkpoint(
             s, run_id=run, round_id=None, parent_id=None, status="base"
         )
     return run, rnd, ckpt
@@ -172,10 +172,10 @@ def bookkeeping(engine: Any, store: Any, n: int) -> dict[str, float]:
             for i, p, k, text in got
         ]
     result = recipes.select(candidates, RejectionSamplingConfig(max_per_prompt=2), seed=1)
-    lines = [canonical_json({"prompt_id": r.prompt_id, "completion": r.text}) for r in result.rows]
-    ref = store.put_bytes(("\n".join(lines) + "\n").encode())
+    dataset_rows = [{"prompt_id": r.prompt_id, "completion": r.text} for r in result.rows]
+    ref = store.put_bytes(canonical_jsonl(dataset_rows))
     with session_scope(engine) as s:
-        queries.ensure_dataset(
+        checkpoints.ensure_dataset(
             s,
             run_id=run,
             round_id=rnd,

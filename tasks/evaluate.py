@@ -10,18 +10,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dataflywheel import faults
-from dataflywheel.db import queries
-from dataflywheel.db.models import Prompt as PromptModel
-from dataflywheel.db.models import Sample, Score
+from dataflywheel.db import checkpoints, queries, samples
 from dataflywheel.metrics import PromptResult, summarise
+from dataflywheel.rounds.plan import EVAL_SET
 from tasks import context
-
-EVAL_SET = "heldout"
 
 
 @task(
@@ -40,23 +36,12 @@ def evaluate_checkpoint(round_id: int, checkpoint_id: int, purpose: str = "eval"
     with context.session() as session:
         rnd = queries.get_round(session, round_id)
         spec = queries.run_spec(session, rnd.run_id)
-        existing = queries.evaluation_of(session, checkpoint_id, EVAL_SET)
+        existing = checkpoints.evaluation_of(session, checkpoint_id, EVAL_SET)
         if existing is not None:
             return existing.primary_value
-        verifier = spec.eval_verifier
-        rows = session.execute(
-            sa.select(
-                Sample.prompt_id, Sample.id, Score.passed, Score.status, PromptModel.difficulty
-            )
-            .join(Score, (Score.sample_id == Sample.id) & (Score.verifier == verifier))
-            .join(PromptModel, PromptModel.id == Sample.prompt_id)
-            .where(
-                Sample.round_id == round_id,
-                Sample.purpose == purpose,
-                Sample.checkpoint_id == checkpoint_id,
-            )
-            .order_by(Sample.prompt_id, Sample.sample_index)
-        ).all()
+        rows = samples.evaluation_samples(
+            session, round_id, purpose, checkpoint_id, spec.eval_verifier
+        )
         if not rows:
             raise RuntimeError(
                 f"checkpoint {checkpoint_id}: no scored {purpose} samples in round {round_id}; "
@@ -80,7 +65,7 @@ def evaluate_checkpoint(round_id: int, checkpoint_id: int, purpose: str = "eval"
         metrics = {**metrics, "k": ev.k, "prompts": len(results), "samples": len(rows)}
         metrics["unscorable"] = unscorable
         primary = float(metrics[ev.primary])
-        queries.ensure_evaluation(
+        checkpoints.ensure_evaluation(
             session,
             checkpoint_id=checkpoint_id,
             round_id=round_id,

@@ -3,11 +3,12 @@
 Runs in: Prefect task (flow process, as the Ray driver). The requests are recomputed from the
 spec (``rounds.plan``), cut into deterministic shards recorded in the ledger, and sent to the
 peer model's pool of long-lived generator actors (``resources.generators`` of them;
-``tasks/generator_pool.py`` hands out shards with ``ray.wait`` backpressure and replaces an
-actor that hangs or dies, retrying only its shards). Each finished shard's samples and its
-ledger row (with the node that drew it) commit together, so a retry or a resume redoes only
-unfinished shards and the unique key on samples absorbs any overlap. The shards and every
-request's seed follow from the spec alone, so the samples are the same for any pool size.
+``workers/driver/generator_pool.py`` hands out shards with ``ray.wait`` backpressure and
+replaces an actor that hangs or dies, retrying only its shards). Each finished shard's
+samples and its ledger row (with the node that drew it) commit together, so a retry or a
+resume redoes only unfinished shards and the unique key on samples absorbs any overlap. The
+shards and every request's seed follow from the spec alone, so the samples are the same for
+any pool size.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from dataflywheel import faults
-from dataflywheel.db import ingest, queries
+from dataflywheel.db import checkpoints, ingest, queries, samples
 from dataflywheel.generation import Completion, GenerationRequest
 from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.prompts import Prompt, canonical_json, sha256_hex
 from dataflywheel.rounds import plan
 from dataflywheel.spec import RunSpec
-from tasks import context, generator_pool
+from tasks import context
+from workers.driver import generator_pool
 
 SHARD_SIZE = 256  # requests per shard: big enough to batch well, small enough to redo cheaply
 SHARD_TOKENS = SHARD_SIZE * 64  # vLLM: new tokens a shard may ask for (see shard_size)
@@ -50,26 +52,6 @@ def stage_prompts(spec: RunSpec, round_index: int, purpose: str, band: plan.Band
     if purpose == "train":
         return plan.train_prompts(spec, round_index, band)
     return plan.eval_prompts(spec)
-
-
-def register_prompts(session: Any, prompts: list[Prompt]) -> list[plan.PromptRef]:
-    """Upsert prompts (content-addressed) and pair each with its row id."""
-    ids = ingest.upsert_prompts(
-        session,
-        [
-            ingest.PromptRow(
-                prompt_set=p.prompt_set,
-                split=p.split,
-                text=p.text,
-                reference=p.reference,
-                tests=p.tests,
-                difficulty=p.difficulty,
-                metadata=p.metadata,
-            )
-            for p in prompts
-        ],
-    )
-    return [plan.PromptRef(ids[p.content_hash], p) for p in prompts]
 
 
 def shard_digest(shard: list[GenerationRequest], model_digest: str, sampling: Any) -> str:
@@ -117,10 +99,10 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int, peer: int 
         rnd = queries.get_round(session, round_id)
         run_id, index = rnd.run_id, rnd.index
         spec = queries.run_spec(session, run_id)
-        checkpoint = queries.get_checkpoint(session, checkpoint_id)
+        checkpoint = checkpoints.get_checkpoint(session, checkpoint_id)
         model_key, model_digest = checkpoint.object_key, checkpoint.digest
         prompts = stage_prompts(spec, index, purpose, band_of(rnd.manifest, spec))
-        refs = register_prompts(session, prompts)
+        refs = samples.register_prompts(session, prompts)
     if model_key is None or model_digest is None:
         raise RuntimeError(f"checkpoint {checkpoint_id} has no weights in the store yet")
 

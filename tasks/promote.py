@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dataflywheel import faults
-from dataflywheel.db import queries
-from dataflywheel.db.models import Checkpoint
+from dataflywheel.db import checkpoints, queries
+from dataflywheel.rounds.plan import EVAL_SET
 from tasks import context
-from tasks.evaluate import EVAL_SET
 
 
 def gate(candidate: float, incumbent: float | None, max_drop: float) -> bool:
@@ -42,25 +40,23 @@ def promote_checkpoint(round_id: int) -> str:
         rnd = queries.get_round(session, round_id)
         run_id = rnd.run_id
         spec = queries.run_spec(session, run_id)
-        candidate = session.execute(
-            sa.select(Checkpoint).where(Checkpoint.round_id == round_id, Checkpoint.peer == 0)
-        ).scalar_one_or_none()
+        candidate = checkpoints.round_candidate(session, round_id)
         if candidate is None:
             decision: dict[str, Any] = {"decision": "skipped", "reason": "no training data kept"}
         elif candidate.status in ("promoted", "rejected"):
             return candidate.status
         else:
-            incumbent = queries.last_promoted(session, run_id, rnd.index)
-            evaluation = queries.evaluation_of(session, candidate.id, EVAL_SET)
-            previous = queries.evaluation_of(session, incumbent.id, EVAL_SET)
+            incumbent = checkpoints.last_promoted(session, run_id, rnd.index)
+            evaluation = checkpoints.evaluation_of(session, candidate.id, EVAL_SET)
+            previous = checkpoints.evaluation_of(session, incumbent.id, EVAL_SET)
             if evaluation is None:
                 raise RuntimeError(f"checkpoint {candidate.id} has no evaluation to gate on")
             incumbent_value = previous.primary_value if previous else None
             promoted = gate(evaluation.primary_value, incumbent_value, spec.promotion.max_drop)
             status = "promoted" if promoted else "rejected"
             # Peers follow the model: the next round's voters come from the same round.
-            for checkpoint in queries.round_checkpoints(session, round_id):
-                queries.set_checkpoint_status(session, checkpoint.id, status)
+            for checkpoint in checkpoints.round_checkpoints(session, round_id):
+                checkpoints.set_checkpoint_status(session, checkpoint.id, status)
             decision = {
                 "decision": status,
                 "candidate_checkpoint_id": candidate.id,

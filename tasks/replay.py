@@ -13,18 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dataflywheel import replay
-from dataflywheel.db import queries
-from dataflywheel.db.models import Evaluation, Round
+from dataflywheel.db import checkpoints, queries
+from dataflywheel.rounds.manifest import current_versions
+from dataflywheel.rounds.plan import EVAL_SET
 from dataflywheel.spec import RunSpec
 from dataflywheel.verifiers import build
 from tasks import context
-from tasks.evaluate import EVAL_SET
-from tasks.rounds import current_versions
 
 
 def mismatches(plan: replay.ReplayPlan) -> list[str]:
@@ -61,11 +59,7 @@ def register_replay(source_run_id: int, index: int, warnings: list[str]) -> tupl
             stub_id = queries.ensure_round(session, run_id, rnd.index, rnd.seed)
             stub = {"source_run_id": source_run_id, "source_round_id": rnd.id}
             queries.merge_round_manifest(session, stub_id, {**rnd.manifest, "replay_stub": stub})
-            session.execute(
-                sa.update(Round)
-                .where(Round.id == stub_id)
-                .values(manifest_digest=rnd.manifest_digest)
-            )
+            queries.set_manifest_digest(session, stub_id, rnd.manifest_digest)
             queries.set_round_status(session, stub_id, "running")
             queries.set_round_status(session, stub_id, "succeeded")
             stub_round[rnd.id] = stub_id
@@ -92,7 +86,7 @@ def _copy_checkpoints(
     {source checkpoint id: copy id}. Parents come first (base, then by round index)."""
     copies: dict[int, int] = {}
     for c in plan.checkpoints:
-        new_id = queries.ensure_checkpoint(
+        new_id = checkpoints.ensure_checkpoint(
             session,
             run_id=run_id,
             round_id=stub_round[c.round_id] if c.round_id is not None else None,
@@ -103,18 +97,16 @@ def _copy_checkpoints(
             peer=c.peer,
         )
         assert c.object_key is not None and c.digest is not None  # plan_replay checked
-        queries.set_checkpoint_weights(session, new_id, object_key=c.object_key, digest=c.digest)
+        checkpoints.set_checkpoint_weights(
+            session, new_id, object_key=c.object_key, digest=c.digest
+        )
         if c.status == "promoted":
-            queries.set_checkpoint_status(session, new_id, "promoted")
+            checkpoints.set_checkpoint_status(session, new_id, "promoted")
         copies[c.id] = new_id
-        evaluation = session.execute(
-            sa.select(Evaluation).where(
-                Evaluation.checkpoint_id == c.id, Evaluation.eval_set == EVAL_SET
-            )
-        ).scalar_one_or_none()
+        evaluation = checkpoints.evaluation_of(session, c.id, EVAL_SET)
         if evaluation is not None:
             # The promotion gate and the curriculum compare against these numbers.
-            queries.ensure_evaluation(
+            checkpoints.ensure_evaluation(
                 session,
                 checkpoint_id=new_id,
                 round_id=None,
@@ -139,7 +131,7 @@ def _copy_datasets(
     new_dataset = {}
     for d in plan.datasets:
         assert d.round_id is not None
-        new_dataset[d.id] = queries.ensure_dataset(
+        new_dataset[d.id] = checkpoints.ensure_dataset(
             session,
             run_id=run_id,
             round_id=stub_round[d.round_id],
@@ -155,7 +147,7 @@ def _copy_datasets(
         )
     for link in replay.training_links(session, list(new_checkpoint)):
         if link.dataset_id in new_dataset:
-            queries.link_training_data(
+            checkpoints.link_training_data(
                 session,
                 new_checkpoint[link.checkpoint_id],
                 [(new_dataset[link.dataset_id], link.share or 0.0)],

@@ -1,7 +1,8 @@
 """Re-scoring: score a run's stored samples with some verifiers again, without regenerating.
 
 Runs in: Prefect task (the ``rescore`` flow's process, as the Ray driver); the scoring itself
-runs in ``workers.verify.score_shard`` on the Ray CPU pool, exactly as in a round.
+runs in ``workers.verify.score_shard`` on the Ray CPU pool, sharded and submitted exactly as
+in a round (``dataflywheel.rounds.shards``, ``workers.driver.sharded``).
 ``resolve_verifiers`` turns names of the run's spec and extra configurations into verifier
 configurations; ``rescore_samples`` scores with one of them. Scores are unique per (sample,
 verifier, version): samples that already hold a score of the same verifier version are
@@ -21,11 +22,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import TypeAdapter
 
-from dataflywheel.db import ingest, queries, rescoring
+from dataflywheel.db import ingest, queries, rescoring, samples
+from dataflywheel.rounds import shards as sharding
 from dataflywheel.spec import RunSpec, VerifierConfig
 from dataflywheel.verifiers import build
 from tasks import context
-from tasks.verify import MAX_IN_FLIGHT, SAMPLES_PER_SHARD, _prompt_payload, scoring_models
+from workers.driver import scoring
+from workers.driver.sharded import submit_sharded
 
 Purpose = Literal["train", "eval", "baseline"]
 PURPOSES: tuple[Purpose, ...] = ("train", "eval", "baseline")
@@ -94,8 +97,6 @@ def rescore_samples(
 ) -> RescoreResult:
     """Score the run's samples of ``purposes`` (one round, or all) with ``config``; only
     samples without a score of this verifier version are sent to Ray."""
-    import ray
-
     from workers.verify import score_shard
 
     name, version = config["name"], build(config).version
@@ -108,34 +109,26 @@ def rescore_samples(
         todo = rescoring.samples_to_score(
             session, chosen, name, version, whole_prompts=name == "majority_vote"
         )
-        prompts = {
-            p.id: _prompt_payload(p)
-            for p in rescoring.prompts_by_id(session, [s.prompt_id for s in todo])
-        }
-        models = scoring_models(session, [config], [s.id for s in todo])
+        prompts = samples.prompt_payloads(session, [s.prompt_id for s in todo])
+        models = scoring.scoring_models(session, [config], [s.id for s in todo])
 
-    shards: list[list[tuple[int, int, int, str]]] = [[]]
-    for row in todo:
-        current = shards[-1]
-        if len(current) >= SAMPLES_PER_SHARD and current[-1][1] != row.prompt_id:
-            shards.append(current := [])
-        current.append((row.id, row.prompt_id, row.sample_index, row.text))
-    shards = [s for s in shards if s]
+    shards = sharding.by_prompt(todo)
     inserted = 0
+
+    def submit(index: int) -> Any:
+        shard = shards[index]
+        return score_shard.remote([config], sharding.prompts_of(shard, prompts), shard, models)
+
+    def finish(index: int, result: tuple[list[dict[str, Any]], str, float]) -> None:
+        nonlocal inserted
+        rows = result[0]
+        with context.session() as session:
+            counts = ingest.insert_scores(session, [ingest.ScoreRow(**r) for r in rows])
+        inserted += counts.inserted
+
     if shards:
         context.connect_ray()
-        queue: list[list[tuple[int, int, int, str]]] = list(shards)
-        in_flight: list[Any] = []
-        while queue or in_flight:
-            while queue and len(in_flight) < MAX_IN_FLIGHT:
-                shard = queue.pop(0)
-                needed = {pid: prompts[pid] for pid in {s[1] for s in shard}}
-                in_flight.append(score_shard.remote([config], needed, shard, models))
-            ready, in_flight = ray.wait(in_flight, num_returns=1)
-            rows, _, _ = ray.get(ready[0])
-            with context.session() as session:
-                counts = ingest.insert_scores(session, [ingest.ScoreRow(**r) for r in rows])
-            inserted += counts.inserted
+        submit_sharded(range(len(shards)), submit, finish, scoring.MAX_IN_FLIGHT)
     with context.session() as session:
         verdicts = rescoring.tally(session, chosen, name, version)
     return RescoreResult(

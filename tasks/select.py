@@ -1,40 +1,29 @@
 """Selection stage: turn scored samples (or labelled prompts) into the round's dataset file.
 
 Runs in: Prefect task (flow process). The recipe (``dataflywheel.recipes``) is pure; this task
-reads candidates from the database, writes the dataset as canonical JSONL into the object
-store (content-addressed, so a rerun writes the same key) and records the dataset with one
-member row per line. The warm-up round's dataset is the labelled prompts' references.
+reads candidates from the database (``dataflywheel.db.samples``), writes the dataset as
+canonical JSONL (``dataflywheel.prompts.canonical_jsonl``) into the object store
+(content-addressed, so a rerun writes the same key) and records the dataset with one member
+row per line. The warm-up round's dataset is the labelled prompts' references.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
-import sqlalchemy as sa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dataflywheel import faults, recipes
-from dataflywheel.db import queries
-from dataflywheel.db.models import Checkpoint, Dataset, Sample, Score
-from dataflywheel.db.models import Prompt as PromptModel
+from dataflywheel.db import checkpoints, queries, samples
+from dataflywheel.prompts import canonical_jsonl
 from dataflywheel.recipes import filters
 from dataflywheel.rounds import plan
 from dataflywheel.spec import RunSpec, derive_seed
 from dataflywheel.verifiers import Score as VerifierScore
 from dataflywheel.verifiers.answers import extract_answer
 from tasks import context
-from tasks.generate import register_prompts
-
-DATASET_NAME = "train"
-
-
-def to_jsonl(rows: list[dict[str, Any]]) -> bytes:
-    """Canonical JSONL: the same rows always give the same bytes, hence the same digest."""
-    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")) for r in rows]
-    return ("\n".join(lines) + "\n").encode() if lines else b""
 
 
 def _answer(text: str, scores: dict[str, VerifierScore], spec: RunSpec) -> str | None:
@@ -49,7 +38,7 @@ def _answer(text: str, scores: dict[str, VerifierScore], spec: RunSpec) -> str |
 
 
 def _labelled(spec: RunSpec, session: Any) -> tuple[list[dict], list[dict], dict, str]:
-    refs = register_prompts(session, plan.warmup_prompts(spec))
+    refs = samples.register_prompts(session, plan.warmup_prompts(spec))
     rows, members = [], []
     for position, ref in enumerate(refs):
         reference = ref.prompt.reference or {}
@@ -63,19 +52,10 @@ def _labelled(spec: RunSpec, session: Any) -> tuple[list[dict], list[dict], dict
     return rows, members, stats, "labelled"
 
 
-def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: ANN202
-    samples = session.execute(
-        sa.select(Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text, Checkpoint.peer)
-        .join(Checkpoint, Checkpoint.id == Sample.checkpoint_id)
-        .where(Sample.round_id == round_id, Sample.purpose == "train")
-        .order_by(Sample.prompt_id, Sample.sample_index)
-    ).all()
+def _selected(spec: RunSpec, session: Any, round_id: int, index: int):
+    drawn = samples.selection_samples(session, round_id)
     scores: dict[int, dict[str, VerifierScore]] = defaultdict(dict)
-    for row in session.execute(
-        sa.select(Score)
-        .join(Sample, Sample.id == Score.sample_id)
-        .where(Sample.round_id == round_id, Sample.purpose == "train")
-    ).scalars():
+    for row in samples.selection_scores(session, round_id):
         scores[row.sample_id][row.verifier] = VerifierScore(
             value=row.value,
             passed=row.passed,
@@ -83,12 +63,7 @@ def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: 
             reason=row.reason or "",
             details=row.details,
         )
-    prompts = {
-        p.id: p
-        for p in session.execute(
-            sa.select(PromptModel).where(PromptModel.id.in_({s.prompt_id for s in samples}))
-        ).scalars()
-    }
+    prompts = {p.id: p for p in samples.prompts_by_id(session, [s.prompt_id for s in drawn])}
     # The recipes see each prompt by its content hash, not its row id: they order prompts and
     # seed per-prompt draws by it, and row ids depend on which task inserted a prompt first
     # (two runs of one spec in fresh databases must select the same rows).
@@ -104,7 +79,7 @@ def _selected(spec: RunSpec, session: Any, round_id: int, index: int):  # noqa: 
             scores=scores[s.id],
             source=s.peer,
         )
-        for s in samples
+        for s in drawn
     ]
     result = recipes.select(
         candidates,
@@ -166,24 +141,22 @@ def select_dataset(round_id: int) -> int:
         rnd = queries.get_round(session, round_id)
         run_id, index = rnd.run_id, rnd.index
         spec = queries.run_spec(session, run_id)
-        existing = session.execute(
-            sa.select(Dataset.id).where(Dataset.round_id == round_id, Dataset.name == DATASET_NAME)
-        ).scalar_one_or_none()
+        existing = checkpoints.round_dataset(session, round_id, plan.TRAIN_DATASET)
         if existing is not None:
-            return existing
+            return existing.id
         if index == plan.WARMUP_INDEX:
             rows, members, stats, recipe = _labelled(spec, session)
         else:
             rows, members, stats, recipe = _selected(spec, session, round_id, index)
     kind = "preference" if recipe == "preference_pairs" else "sft"
-    ref = context.store().put_bytes(to_jsonl([_public(r) for r in rows]))
+    ref = context.store().put_bytes(canonical_jsonl([_public(r) for r in rows]))
     faults.pause_point(context.settings(), "select", index)
     with context.session() as session:
-        return queries.ensure_dataset(
+        return checkpoints.ensure_dataset(
             session,
             run_id=run_id,
             round_id=round_id,
-            name=DATASET_NAME,
+            name=plan.TRAIN_DATASET,
             kind=kind,
             recipe=recipe,
             recipe_config=None if recipe == "labelled" else spec.selection.model_dump(mode="json"),

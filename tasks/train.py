@@ -2,18 +2,17 @@
 
 Runs in: Prefect task (flow process, as the Ray driver). The mix is the round's own dataset
 plus, when the spec asks, a replayed share of earlier rounds' data and a share of the
-labelled warm-up data (drawn with the round's seed). The mix file goes to the store; the
-trainer (``workers.trainer``: a Ray Train run whose workers and resources come from the
-spec's ``resources`` through ``workers.pool``) fetches the parent weights and the mix,
-trains, uploads the new weights, and only then does the checkpoint row get its object key —
-no row ever points at a missing object. A checkpoint that already has weights is not
-trained again.
+labelled warm-up data (drawn with the round's seed: ``dataflywheel.rounds.mix``). The mix
+file goes to the store; the trainer (``workers.trainer``: a Ray Train run whose workers and
+resources come from the spec's ``resources`` through ``workers.driver.placement``) fetches
+the parent weights and the mix, trains, uploads the new weights, and only then does the
+checkpoint row get its object key — no row ever points at a missing object. A checkpoint
+that already has weights is not trained again.
 """
 
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import asdict
 from typing import Any
 
@@ -21,50 +20,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from dataflywheel import faults
-from dataflywheel.db import queries
+from dataflywheel.db import checkpoints, queries
 from dataflywheel.db.models import Dataset
+from dataflywheel.prompts import canonical_jsonl
 from dataflywheel.rounds import plan
-from dataflywheel.spec import RunSpec, derive_seed
+from dataflywheel.rounds.mix import training_mix
 from tasks import context
-from tasks.select import to_jsonl
 
 
 def _rows(dataset: Dataset) -> list[dict[str, Any]]:
+    """A dataset's rows, read from its JSONL file in the store."""
     text = context.store().get_bytes(dataset.object_key).decode()
     return [json.loads(line) for line in text.splitlines() if line]
-
-
-def _draw(rows: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
-    if n <= 0 or not rows:
-        return []
-    return (
-        [rows[rng.randrange(len(rows))] for _ in range(n)] if n > len(rows) else rng.sample(rows, n)
-    )
-
-
-def training_mix(
-    spec: RunSpec, index: int, own: Dataset, earlier: list[Dataset]
-) -> tuple[list[dict[str, Any]], list[tuple[int, float]]]:
-    """The rows to train on and each dataset's share of them."""
-    rows = _rows(own)
-    t = spec.training
-    if index == plan.WARMUP_INDEX or not rows:
-        return rows, [(own.id, 1.0)]
-    rng = random.Random(derive_seed(spec.seed, "mix", index))
-    total = round(len(rows) / (1 - t.replay_share - t.labelled_share))
-    labelled = [d for d in earlier if d.recipe == "labelled"]
-    replayable = [d for d in earlier if d.recipe != "labelled" and d.kind == own.kind]
-    mix, shares = list(rows), [(own.id, len(rows))]
-    for datasets, share in ((replayable, t.replay_share), (labelled, t.labelled_share)):
-        pool = [(d.id, r) for d in datasets for r in _rows(d)]
-        drawn = _draw(pool, round(total * share), rng) if share > 0 else []
-        mix.extend(r for _, r in drawn)
-        for dataset in datasets:
-            count = sum(1 for did, _ in drawn if did == dataset.id)
-            if count:
-                shares.append((dataset.id, count))
-    n = len(mix)
-    return mix, [(dataset_id, count / n) for dataset_id, count in shares]
 
 
 @task(
@@ -80,7 +47,7 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     with its own seed); returns its checkpoint id (None when nothing was kept)."""
     import ray
 
-    from workers import pool
+    from workers.driver import placement
     from workers.trainer import train_checkpoint as train_remote
     from workers.trainer import train_distributed
 
@@ -94,13 +61,13 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
             return None  # nothing selected: the incumbent stays, the gate records a skip
         from_base = spec.training.init_from == "base" and index != plan.WARMUP_INDEX
         parent = (
-            queries.base_checkpoint(session, run_id, peer)
+            checkpoints.base_checkpoint(session, run_id, peer)
             if from_base
-            else queries.last_promoted(session, run_id, index, peer)
+            else checkpoints.last_promoted(session, run_id, index, peer)
         )
         config = plan.train_config(spec, index, peer)
         prompt_format = plan.prompt_format(spec, "train")
-        checkpoint_id = queries.ensure_checkpoint(
+        checkpoint_id = checkpoints.ensure_checkpoint(
             session,
             run_id=run_id,
             round_id=round_id,
@@ -109,19 +76,19 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
             peer=peer,
             training_config={**asdict(config), "prompt_format": prompt_format.describe()},
         )
-        checkpoint = queries.get_checkpoint(session, checkpoint_id)
+        checkpoint = checkpoints.get_checkpoint(session, checkpoint_id)
         if checkpoint.object_key is not None:
             return checkpoint_id  # trained before a crash or retry: keep it
-        earlier = queries.round_datasets(session, run_id, index)
+        earlier = checkpoints.round_datasets(session, run_id, index)
         parent_key = parent.object_key
-        mix, shares = training_mix(spec, index, own, earlier)
-    mix_ref = context.store().put_bytes(to_jsonl(mix))
+        mix, shares = training_mix(spec, index, own, earlier, _rows)
+    mix_ref = context.store().put_bytes(canonical_jsonl(mix))
     context.connect_ray()
-    store_uri, store_options, cache_dir = pool.store_args()
-    scaling = pool.train_scaling(spec.resources)
+    store_uri, store_options, cache_dir = placement.store_args()
+    scaling = placement.train_scaling(spec.resources)
     args = (store_uri, store_options, parent_key, mix_ref.key, config, config.method, prompt_format)
-    options = pool.trainer_options(spec.resources)
-    if pool.distributed_training(spec.resources):
+    options = placement.trainer_options(spec.resources)
+    if placement.distributed_training(spec.resources):
         ref = train_distributed.options(**options).remote(*args, scaling)
     else:
         ref = train_remote.options(**options).remote(*args)
@@ -136,13 +103,13 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     }
     metrics["losses"] = metrics["losses"][-200:]  # the curve's tail; the full log is not lineage
     with context.session() as session:
-        queries.set_checkpoint_weights(
+        checkpoints.set_checkpoint_weights(
             session,
             checkpoint_id,
             object_key=outcome.model_key,
             digest=outcome.digest,
             training_metrics=metrics,
         )
-        queries.link_training_data(session, checkpoint_id, shares)
+        checkpoints.link_training_data(session, checkpoint_id, shares)
         queries.add_compute_seconds(session, round_id, "train", outcome.result.seconds)
     return checkpoint_id

@@ -14,10 +14,10 @@ Health: the backend reports every decoding step to the actor (:data:`Progress`),
 :meth:`GeneratorWorker.health` — in a concurrency group of its own, so it answers while a
 generate call runs — says what the actor is doing and how long ago it last produced a token
 (:meth:`GeneratorWorker.stats`, in the same group, what work it answered). The driver
-(``workers/health.py``) declares the actor hung when that answer is late or the tokens stop,
-kills it and starts a fresh one. :meth:`GeneratorWorker.probe` is a real 1-token generation,
-run on a (re)started actor before it gets shards. :meth:`inject_stall` is the fault hook the
-tests use to make a real backend stop producing tokens.
+(``workers/driver/health.py``) declares the actor hung when that answer is late or the tokens
+stop, kills it and starts a fresh one. :meth:`GeneratorWorker.probe` is a real 1-token
+generation, run on a (re)started actor before it gets shards. :meth:`inject_stall` is the
+fault hook the tests use to make a real backend stop producing tokens.
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
 """Training one checkpoint (SFT or DPO, TRL inside) on Ray, from store keys to a stored one.
 
-Runs in: Ray. Two entry points, chosen by the placement module (``workers.pool``) from the
-run spec's ``resources``:
+Runs in: Ray. Two entry points, chosen by the placement module
+(``workers.driver.placement``) from the run spec's ``resources``:
 
 - ``train_checkpoint``: one worker, a plain Ray task (``resources.train_workers: 1``, the
   default). Ray reuses its worker process from round to round, so torch, transformers and
   TRL are imported once per run.
 - ``train_distributed``: a zero-CPU Ray task that drives one Ray Train run (a
-  ``TorchTrainer`` with the ``ScalingConfig`` from ``workers.pool.train_scaling``); its
-  workers form one torch process group (gloo on CPU, NCCL on GPU), so TRL's trainer runs
-  data-parallel (DDP): each worker takes its share of every global batch
-  (``DistributedSampler``) and gradients are averaged across workers. Ray Train starts a
-  controller and fresh worker processes for every run (measured 15–80 s of start-up on 2
-  cores, docs/benchmarks.md), which only pays when there is more than one worker.
+  ``TorchTrainer`` with the ``ScalingConfig`` from
+  ``workers.driver.placement.train_scaling``); its workers form one torch process group
+  (gloo on CPU, NCCL on GPU), so TRL's trainer runs data-parallel (DDP): each worker takes
+  its share of every global batch (``DistributedSampler``) and gradients are averaged
+  across workers. Ray Train starts a controller and fresh worker processes for every run
+  (measured 15–80 s of start-up on 2 cores, docs/benchmarks.md), which only pays when there
+  is more than one worker.
 
 Both run :func:`train_here`. Importing this module is safe in the flow process: Ray Train's
 torch side, torch and TRL are imported inside the remote functions only, which is also why
@@ -143,7 +144,8 @@ def train_checkpoint(
 ) -> TrainOutcome:
     """Train ``base_model_key`` on the JSONL ``dataset_key`` in this one process; store and
     return the result. ``prompt_format`` renders the rows' bare prompts as the generator
-    renders them. Declare resources at the call (``workers.pool.trainer_options``)."""
+    renders them. Declare resources at the call
+    (``workers.driver.placement.trainer_options``)."""
     job = TrainJob(
         store_uri, store_options, base_model_key, dataset_key, config, kind, prompt_format
     )
@@ -164,7 +166,7 @@ def train_distributed(
     scaling: dict[str, Any],
 ) -> TrainOutcome:
     """``train_checkpoint`` on the Ray Train workers ``scaling`` describes
-    (``ScalingConfig`` keywords, from ``workers.pool.train_scaling``)."""
+    (``ScalingConfig`` keywords, from ``workers.driver.placement.train_scaling``)."""
     if kind != config.method:
         raise ValueError(f"kind {kind!r} does not match config.method {config.method!r}")
     from ray.train import FailureConfig, RunConfig, ScalingConfig

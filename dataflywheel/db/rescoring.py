@@ -1,5 +1,5 @@
-"""What a rescore reads: a run's samples that still lack a score of one verifier version, the
-prompts they answer, and the tally of that version's verdicts over the run's samples.
+"""What a rescore reads: a run's samples that still lack a score of one verifier version, and
+the tally of that version's verdicts over the run's samples.
 
 Runs in: anywhere a session is open (the ``rescore_samples`` Prefect task, tests). Functions
 take a ``Session`` and never commit.
@@ -7,21 +7,18 @@ take a ``Session`` and never commit.
 The samples are chosen in SQL by (run, purposes, round) through joins, and "not yet scored"
 is a ``NOT EXISTS`` on (sample, verifier, version), never a list of sample ids: a large run
 has more samples than the 65,535 bound parameters PostgreSQL accepts in one statement. The
-one list left, the prompts of the samples to score, goes in chunks.
+one list left, the prompts of the samples to score, is read in chunks
+(``samples.prompts_by_id``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dataflywheel.db.models import Prompt, Round, Sample, Score
-
-ID_CHUNK = 10_000
-"""Ids per ``IN (...)`` list: well under PostgreSQL's limit of 65,535 bound parameters."""
+from dataflywheel.db.models import Round, Sample, Score
 
 
 @dataclass(frozen=True)
@@ -115,16 +112,6 @@ def samples_to_score(
         query = query.where(missing)
         order = (Sample.round_id, Sample.prompt_id, Sample.sample_index)
     return list(session.execute(query.order_by(*order)).all())
-
-
-def prompts_by_id(session: Session, prompt_ids: Sequence[int]) -> list[Prompt]:
-    """The prompts with these ids, read ``ID_CHUNK`` ids per statement."""
-    ids = sorted(set(prompt_ids))
-    found: list[Prompt] = []
-    for start in range(0, len(ids), ID_CHUNK):
-        chunk = ids[start : start + ID_CHUNK]
-        found += session.execute(sa.select(Prompt).where(Prompt.id.in_(chunk))).scalars()
-    return found
 
 
 def tally(session: Session, selection: Selection, verifier: str, version: str) -> Tally:

@@ -211,7 +211,7 @@ class VLLMBackend:
             # vLLM kills its engine when one model step takes over 300 s. On a CPU without
             # AVX-512/AMX under load, a whole-prefill step of a few hundred few-shot prompts
             # took longer (SmolLM2, 2 shared AVX2 cores): a slow step is not a dead engine.
-            # Our own stall watchdog (workers/health.py) still catches a real hang.
+            # Our own stall watchdog (workers/driver/health.py) still catches a real hang.
             os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
         kwargs: dict[str, Any] = {
             "model": str(model_dir),

@@ -28,6 +28,12 @@ def canonical_json(value: Any) -> str:
     )
 
 
+def canonical_jsonl(rows: list[dict[str, Any]]) -> bytes:
+    """Rows as JSONL, one :func:`canonical_json` line each: the same rows always give the same
+    bytes, hence the same digest (datasets and training mixes in the store)."""
+    return "".join(canonical_json(row) + "\n" for row in rows).encode()
+
+
 def sha256_hex(text: str) -> str:
     """Hex sha256 of a string's UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

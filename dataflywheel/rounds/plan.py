@@ -32,6 +32,12 @@ Band = tuple[int, int]
 WARMUP_INDEX = 0
 """Round index of the labelled warm-up (self-improvement rounds are 1..N)."""
 
+TRAIN_DATASET = "train"
+"""Name of the dataset a round selects and trains on (``datasets.name``)."""
+
+EVAL_SET = "heldout"
+"""Name of the held-out evaluation (``evaluations.eval_set``) that gates and steers rounds."""
+
 
 @dataclass(frozen=True)
 class PromptRef:

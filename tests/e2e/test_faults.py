@@ -5,7 +5,7 @@ and every invariant of the run holds (``dataflywheel/db/invariants.py``).
   (``max_restarts``); the generate task sees its calls fail, waits for the restart and
   redoes the shards that were in flight (a real ``flywheel run`` subprocess).
 - A generator that stops producing tokens (a real stall injected into its backend): the
-  health probe (``workers/health.py``) notices within the stall deadline, a fresh actor
+  health probe (``workers/driver/health.py``) notices within the stall deadline, a fresh actor
   replaces it and the shard is retried; the samples equal a clean run's.
 - ``kill -9`` every process of the second Ray node of a local two-node cluster while a
   verification task runs on it: Ray retries the task (``max_retries``) on the surviving node.
@@ -140,7 +140,7 @@ class _Saboteur(threading.Thread):
     def run(self) -> None:
         try:
             self.act(self.stop)
-        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+        except BaseException as exc:
             self.error = exc
 
     def finish(self) -> None:
@@ -150,7 +150,7 @@ class _Saboteur(threading.Thread):
             raise self.error
 
 
-def _spec(tmp_path: Path, spec: dict):  # noqa: ANN202 - a RunSpec
+def _spec(tmp_path: Path, spec: dict):
     spec_file = tmp_path / f"spec-{len(list(tmp_path.glob('spec-*')))}.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     return load_spec(spec_file)
@@ -163,7 +163,7 @@ def test_stalled_generator_is_replaced_and_its_shard_retried(
 
     from flows.flywheel_run import flywheel_run
     from tasks import context
-    from workers import pool
+    from workers.driver.ray_session import NAMESPACE
 
     tiny_spec["rounds"] = 1
     spec = _spec(tmp_path, tiny_spec)
@@ -181,7 +181,7 @@ def test_stalled_generator_is_replaced_and_its_shard_retried(
         while not stop.is_set():
             if ray.is_initialized():
                 try:
-                    actor = ray.get_actor(name, namespace=pool.NAMESPACE)
+                    actor = ray.get_actor(name, namespace=NAMESPACE)
                 except ValueError:
                     pass
                 else:
@@ -220,7 +220,7 @@ def test_killed_worker_node_mid_verification_the_round_completes(
 
     from flows.flywheel_run import flywheel_run
     from tasks import context
-    from workers import pool
+    from workers.driver.ray_session import NAMESPACE
 
     tiny_spec["rounds"] = 1
     tiny_spec["prompts"]["num_prompts"] = 1400  # 4,200 train samples: five verification shards
@@ -238,7 +238,7 @@ def test_killed_worker_node_mid_verification_the_round_completes(
         while not stop.is_set():
             try:
                 if ray.is_initialized():
-                    ray.get_actor("generator-run1-0", namespace=pool.NAMESPACE)
+                    ray.get_actor("generator-run1-0", namespace=NAMESPACE)
                     break
             except ValueError:
                 pass

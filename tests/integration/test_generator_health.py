@@ -20,8 +20,9 @@ import ray
 
 from dataflywheel.generation import GenerationRequest, SamplingConfig
 from dataflywheel.training.tiny import TinyModelConfig
-from workers import health, pool
 from workers.bootstrap import build_base_model
+from workers.driver import health, placement
+from workers.driver.ray_session import NAMESPACE
 
 TINY = TinyModelConfig(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128)
 GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=6)
@@ -35,13 +36,13 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("data")
     saved = os.environ.get("FLYWHEEL_DATA_DIR")
     os.environ["FLYWHEEL_DATA_DIR"] = str(data_dir)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=pool.NAMESPACE)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
     try:
-        store_uri, options, _ = pool.store_args()
+        store_uri, options, _ = placement.store_args()
         key, _ = ray.get(build_base_model.remote(store_uri, options, TINY, 0))
         yield key
     finally:
-        pool.release_generators(RUN)
+        placement.release_generators(RUN)
         ray.shutdown()
         if saved is None:
             os.environ.pop("FLYWHEEL_DATA_DIR", None)
@@ -50,7 +51,7 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _fresh(key: str) -> object:
-    actor = pool.generator(RUN, "transformers", backend_options={"batch_size": 4})
+    actor = placement.generator(RUN, "transformers", backend_options={"batch_size": 4})
     health.ready(actor, key, "float32", stall_timeout_s=60, probe_timeout_s=120)
     return actor
 
@@ -67,7 +68,9 @@ def test_stalled_backend_is_detected_and_replaced(ray_local: str) -> None:
     assert 3 < time.monotonic() - start < 60
     stalled = ray.get(actor.health.remote(), timeout=30)
     assert stalled["state"] == "generating" and stalled["steps"] >= 2  # alive, answering
-    replacement = pool.replace_generator(RUN, "transformers", backend_options={"batch_size": 4})
+    replacement = placement.replace_generator(
+        RUN, "transformers", backend_options={"batch_size": 4}
+    )
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(ref, timeout=60)  # the hung call died with its actor
     health.ready(replacement, ray_local, "float32", stall_timeout_s=60, probe_timeout_s=120)
@@ -83,7 +86,9 @@ def test_frozen_actor_is_detected_and_replaced(ray_local: str) -> None:
         ref = actor.generate.remote(REQUESTS, GREEDY)
         with pytest.raises(health.GeneratorHung, match="no answer"):
             health.wait(actor, [ref], stall_timeout_s=60, probe_timeout_s=3)
-        replacement = pool.replace_generator(RUN, "transformers", backend_options={"batch_size": 4})
+        replacement = placement.replace_generator(
+            RUN, "transformers", backend_options={"batch_size": 4}
+        )
         health.ready(replacement, ray_local, "float32", stall_timeout_s=60, probe_timeout_s=120)
         assert len(ray.get(replacement.generate.remote(REQUESTS, GREEDY))) == len(REQUESTS)
         deadline = time.monotonic() + 60  # the kill must reach a stopped process (SIGKILL)

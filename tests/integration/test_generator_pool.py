@@ -22,8 +22,8 @@ import ray
 
 from dataflywheel.spec import RunSpec
 from tests.invariant_support import query
-from workers import health, pool
-from workers.driver import ray_session
+from workers.driver import health, placement, ray_session
+from workers.driver.ray_session import NAMESPACE
 
 PROMPTS, SAMPLES, SHARD = 12, 2, 4  # 24 requests: 6 shards
 SPEC = {
@@ -117,8 +117,8 @@ def _shards(db_url: str, run_id: int) -> list[tuple]:
     )
 
 
-def _actor(run_id: int, index: int):  # noqa: ANN202 - an ActorHandle
-    return ray.get_actor(f"generator-run{run_id}-{index}", namespace=pool.NAMESPACE)
+def _actor(run_id: int, index: int):
+    return ray.get_actor(f"generator-run{run_id}-{index}", namespace=NAMESPACE)
 
 
 def test_a_pool_of_two_splits_the_shards_and_draws_the_samples_of_one(
@@ -129,7 +129,7 @@ def test_a_pool_of_two_splits_the_shards_and_draws_the_samples_of_one(
         "generate_calls": 6,
         "requests": PROMPTS * SAMPLES,
     }
-    pool.release_generators(single, 1)  # its CPU reservation, for the next run's actors
+    placement.release_generators(single, 1)  # its CPU reservation, for the next run's actors
 
     pair = _baseline(generators=2)
     stats = [ray.get(_actor(pair, i).stats.remote()) for i in range(2)]
@@ -140,7 +140,7 @@ def test_a_pool_of_two_splits_the_shards_and_draws_the_samples_of_one(
     samples = _samples(db_url, pair)
     assert len(samples) == PROMPTS * SAMPLES
     assert samples == _samples(db_url, single)
-    pool.release_generators(pair, 2)
+    placement.release_generators(pair, 2)
 
 
 @pytest.mark.slow
@@ -199,12 +199,12 @@ def test_a_failed_pool_actor_loses_only_its_shards(
     # A new process under the same name: restarted in place (kill) or replaced (stall).
     assert health.wait_alive(_actor(run_id, 1), 60) == "ALIVE"
     assert ray.get(_actor(run_id, 1).health.remote())["pid"] != seen["pid"]
-    pool.release_generators(run_id, 2)
+    placement.release_generators(run_id, 2)
 
 
-def _catch(fn, stop: threading.Event) -> BaseException | None:  # noqa: ANN001
+def _catch(fn, stop: threading.Event) -> BaseException | None:
     try:
         fn(stop)
-    except BaseException as exc:  # noqa: BLE001 - reported by the test
+    except BaseException as exc:
         return exc
     return None

@@ -14,20 +14,21 @@ from pathlib import Path
 import pytest
 import ray
 
-from workers import pool
+from workers.driver import placement
+from workers.driver.ray_session import NAMESPACE
 
 
 @pytest.fixture
 def ray_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("FLYWHEEL_DATA_DIR", str(tmp_path))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=pool.NAMESPACE)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
     yield
     ray.shutdown()
 
 
 def _stage(run_id: int) -> str:
     """What a generate task does with the actor: use it, then drop its handle."""
-    actor = pool.generator(run_id, "transformers")
+    actor = placement.generator(run_id, "transformers")
     return ray.get(actor.node_id.remote()) and actor._actor_id.hex()
 
 
@@ -35,14 +36,14 @@ def test_generator_actor_survives_between_stages(ray_local: None) -> None:
     first = _stage(901)
     gc.collect()
     assert _stage(901) == first
-    assert ray.get_actor("generator-run901-0", namespace=pool.NAMESPACE)._actor_id.hex() == first
-    pool.release_generators(901)
+    assert ray.get_actor("generator-run901-0", namespace=NAMESPACE)._actor_id.hex() == first
+    placement.release_generators(901)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # ray.kill is asynchronous
         try:
-            ray.get_actor("generator-run901-0", namespace=pool.NAMESPACE)
+            ray.get_actor("generator-run901-0", namespace=NAMESPACE)
         except ValueError:
             break
         time.sleep(0.2)
     assert _stage(901) != first  # a released run gets a fresh actor
-    pool.release_generators(901)
+    placement.release_generators(901)

@@ -26,6 +26,7 @@ from dataflywheel.db import ingest, rescoring
 from dataflywheel.db.ingest import KeyedScoreRow, PromptRow, SampleRow
 from dataflywheel.db.models import Checkpoint, Round, Run, Sample
 from dataflywheel.db.rescoring import Coverage, Selection, Tally
+from dataflywheel.db.samples import prompts_by_id
 from dataflywheel.db.session import session_scope
 
 PROMPTS = 70_000
@@ -203,5 +204,5 @@ def test_a_run_larger_than_the_parameter_limit_is_selected_and_tallied_exactly(
         fresh = rescoring.samples_to_score(session, everything, VERIFIER, "v3")
         assert len(fresh) == 76_000
         # All 70,000 prompts at once: more ids than one statement could bind.
-        found = rescoring.prompts_by_id(session, [r.prompt_id for r in fresh])
+        found = prompts_by_id(session, [r.prompt_id for r in fresh])
         assert sorted(p.id for p in found) == sorted(built.prompt_ids)

@@ -1,4 +1,4 @@
-"""The flow process never imports torch, transformers or vLLM (STYLE.md rule 7)."""
+"""The flow process never imports torch, transformers or vLLM (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,16 @@ FLOW_SIDE = (
     "tasks.promote",
     "tasks.rounds",
     "tasks.runs",
-    "workers.pool",
     "workers.driver.ray_session",
+    "workers.driver.placement",
+    "workers.driver.health",
+    "workers.driver.generator_pool",
+    "workers.driver.sharded",
+    "workers.driver.scoring",
+    "dataflywheel.rounds.manifest",
+    "dataflywheel.rounds.mix",
+    "dataflywheel.db.samples",
+    "dataflywheel.db.checkpoints",
     "workers.verify",
     "workers.generator",
     "workers.trainer",

@@ -1,11 +1,12 @@
-"""Resource declarations of the placement module (workers/pool.py), from the run spec."""
+"""Resource declarations of the placement module (workers/driver/placement.py), from the
+run spec."""
 
 from __future__ import annotations
 
 import pytest
 
 from dataflywheel.spec import RunSpec
-from workers.pool import (
+from workers.driver.placement import (
     distributed_training,
     generator_cpus,
     generator_index,

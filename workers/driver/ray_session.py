@@ -162,7 +162,7 @@ def _init_in_a_lasting_thread(init: Callable[[], object], release: threading.Eve
     def keep() -> None:
         try:
             init()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as exc:
             failure.append(exc)
             done.set()
             return

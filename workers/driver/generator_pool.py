@@ -1,11 +1,11 @@
 """The generator pool of one generation stage: a peer model's ``resources.generators`` actors,
 fed shards with backpressure and watched for hangs.
 
-Runs in: the flow process, as the Ray driver (inside the ``generate_samples`` Prefect task).
+Runs in: the flow process, as the Ray driver (called by the ``generate_samples`` Prefect task).
 It owns which shard goes to which actor, and what happens to an actor that stops: every
 slot's actor is created and its model load submitted when the stage starts, so the models load
-side by side; an actor is made ready (load finished, 1-token probe passed: ``workers/health.py``)
-the first time it gets a shard. Shards go to whichever ready actor has room, at most
+side by side; an actor is made ready (load finished, 1-token probe passed: ``health``) the
+first time it gets a shard. Shards go to whichever ready actor has room, at most
 ``MAX_IN_FLIGHT`` each; one ``ray.wait`` (with a poll-interval timeout) watches every call in
 flight, and an actor that has work out and returned nothing for a poll interval gets a health
 check. A hung or dead actor is recovered (:meth:`Generator.recover`) and only its in-flight
@@ -25,8 +25,7 @@ from prefect import get_run_logger
 
 from dataflywheel.generation import Completion, GenerationRequest, SamplingConfig
 from dataflywheel.spec import RunSpec
-from workers import health, pool
-from workers.driver import ray_session
+from workers.driver import health, placement, ray_session
 
 MAX_IN_FLIGHT = 2  # shards queued per actor: one running, one ready
 MAX_RESTARTS = 2  # hung or crashed recoveries of one actor within one run of the task
@@ -35,9 +34,9 @@ Finish = Callable[[int, list[Completion], float, str], None]
 
 
 class Generator:
-    """One pool slot's actor for one task run, watched by ``workers/health.py``: a hung one
-    is replaced by a fresh actor, a crashed one restarted, at most ``MAX_RESTARTS`` times;
-    then the task fails and Prefect's retry starts over from the ledger."""
+    """One pool slot's actor for one task run, watched by ``health``: a hung one is replaced
+    by a fresh actor, a crashed one restarted, at most ``MAX_RESTARTS`` times; then the task
+    fails and Prefect's retry starts over from the ledger."""
 
     def __init__(
         self,
@@ -51,7 +50,7 @@ class Generator:
         settings: Any,
     ) -> None:
         self.run_id, self.spec, self.peer, self.slot = run_id, spec, peer, slot
-        self.index = pool.generator_index(spec, peer, slot)
+        self.index = placement.generator_index(spec, peer, slot)
         self.model_key, self.dtype = model_key, dtype
         self.backend_options, self.settings = backend_options, settings
         self.stall_s = settings.generation_stall_timeout_s
@@ -125,19 +124,19 @@ class Generator:
         )
         if not hung and health.wait_alive(self.actor, self.stall_s) == "ALIVE":
             return
-        self.actor = pool.replace_generator(self.run_id, **self._actor_options())
+        self.actor = placement.replace_generator(self.run_id, **self._actor_options())
 
     def _create(self) -> None:
         # Each slot has an actor of its own: it keeps its model loaded between rounds.
         ray_session.connect(self.settings)
-        self.actor = pool.generator(self.run_id, **self._actor_options())
+        self.actor = placement.generator(self.run_id, **self._actor_options())
 
     def _actor_options(self) -> dict[str, Any]:
         return {
             "backend": self.spec.generation.backend,
             "backend_options": self.backend_options,
             "index": self.index,
-            **pool.generator_resources(self.spec),
+            **placement.generator_resources(self.spec),
         }
 
 

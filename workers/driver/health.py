@@ -58,7 +58,7 @@ def actor_state(actor: Any) -> str | None:
         from ray._private.state import actors  # a DeveloperAPI: the GCS actor table
 
         return str(actors(actor_id=actor._actor_id.hex())["State"])
-    except Exception:  # noqa: BLE001 - unknown: judge by the answer alone
+    except Exception:
         return None
 
 

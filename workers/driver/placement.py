@@ -1,11 +1,11 @@
 """Placement: what every kind of worker reserves, and the run's actors.
 
-Runs in: the flow process (as the Ray driver; connecting to Ray is
-``workers/driver/ray_session.py``'s). This is the one module that decides where work runs:
-the Ray resources of generator actors, verification tasks and Ray Train workers, all read from the
-run spec's ``resources`` section (:func:`generator_resources`, :func:`verify_options`,
-:func:`train_scaling`); generator actors are named per run, peer and pool slot, so every task
-of the run (and a resumed flow) reuses the same loaded model instead of starting a new one.
+Runs in: the flow process (as the Ray driver; connecting to Ray is ``ray_session``'s). This is
+the one module that decides where work runs: the Ray resources of generator actors,
+verification tasks and Ray Train workers, all read from the run spec's ``resources`` section
+(:func:`generator_resources`, :func:`verify_options`, :func:`train_scaling`); generator
+actors are named per run, peer and pool slot, so every task of the run (and a resumed flow)
+reuses the same loaded model instead of starting a new one.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def generator(
     index: int = 0,
     num_cpus: float = 1,
     num_gpus: float = 0,
-):  # noqa: ANN201 - an ActorHandle
+):
     """The run's generator actor number ``index``, created on first use."""
     import ray
 
@@ -150,10 +150,10 @@ def replace_generator(
     num_cpus: float = 1,
     num_gpus: float = 0,
     timeout_s: float = 120.0,
-):  # noqa: ANN201 - an ActorHandle
-    """Kill the run's generator actor number ``index`` (hung: see ``workers/health.py``) and
-    return a fresh one. A fresh actor rather than Ray's in-place restart: restarts are
-    budgeted per actor (``max_restarts``), and a new one may land on a healthier node."""
+):
+    """Kill the run's generator actor number ``index`` (hung: see ``health``) and return a
+    fresh one. A fresh actor rather than Ray's in-place restart: restarts are budgeted per
+    actor (``max_restarts``), and a new one may land on a healthier node."""
     import time
 
     import ray
