@@ -39,7 +39,7 @@ demo: setup
 
 ## test: the whole suite, slow end-to-end tests included (what CI runs)
 test: system-deps setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 ## test-fast: everything but the tests marked slow
 test-fast: system-deps setup
