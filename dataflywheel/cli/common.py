@@ -9,13 +9,16 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from dataflywheel.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 # Wide enough for the per-round table when output goes to a file or a pipe (rich would
 # otherwise wrap it at 80 columns).
@@ -74,6 +77,18 @@ def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def settings() -> Settings:
     return Settings()
+
+
+def read(settings: Settings, query: Callable[[Session], R]) -> R:
+    """Run ``query(session)`` in one short unit of work on an engine of its own."""
+    from dataflywheel.db.session import engine_from_settings, session_scope
+
+    engine = engine_from_settings(settings)
+    try:
+        with session_scope(engine) as session:
+            return query(session)
+    finally:
+        engine.dispose()
 
 
 def ready_database(settings: Settings, *, migrate_embedded: bool = False) -> None:

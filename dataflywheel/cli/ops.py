@@ -11,15 +11,18 @@ from the source round's manifest, and only then imports the flow.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dataflywheel.cli.common import err, fail, out, ready_database, settings
+from dataflywheel.cli.common import err, fail, out, read, ready_database, settings
 from dataflywheel.cli.flow_env import flow_session, recover
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 DIFFERENT_EXIT = 3  # `flywheel diff`: the rounds differ (1 stays "error")
 
@@ -35,21 +38,20 @@ def check(
     matching digests, one manifest per finished round, dataset members that passed. Exit 1
     when any fails."""
     from dataflywheel.db import invariants
-    from dataflywheel.db.session import engine_from_settings, session_scope
     from dataflywheel.store import store_from_settings
 
     current = settings()
     ready_database(current)
     recover(current)  # what a killed command left (its Prefect runs only if the server is up)
-    engine = engine_from_settings(current)
-    try:
-        with session_scope(engine) as session:
-            found = invariants.check_run(session, run_id)
-            if objects:
-                found += invariants.check_objects(session, run_id, store_from_settings(current))
-            session.rollback()  # read-only
-    finally:
-        engine.dispose()
+
+    def violations(session: Session) -> list[invariants.Violation]:
+        found = invariants.check_run(session, run_id)
+        if objects:
+            found += invariants.check_objects(session, run_id, store_from_settings(current))
+        session.rollback()  # read-only
+        return found
+
+    found = read(current, violations)
     if as_json:
         print(json.dumps([vars(v) for v in found], indent=2))
     for violation in found if not as_json else ():
@@ -71,21 +73,21 @@ def replay(
     """Re-execute round K of RUN_ID from its manifest into a new run marked as a replay
     (same spec, input checkpoint, seeds and prompts); print the new run id."""
     from dataflywheel import replay as replaying
-    from dataflywheel.db.session import engine_from_settings, session_scope
     from dataflywheel.store import store_from_settings
 
     current = settings()
     ready_database(current)
-    engine = engine_from_settings(current)
+
+    def planned(session: Session) -> replaying.ReplayPlan:
+        plan = replaying.plan_replay(session, run_id, index)
+        replaying.require_inputs(plan, store_from_settings(current))
+        session.rollback()  # nothing is written before the flow starts
+        return plan
+
     try:
-        with session_scope(engine) as session:
-            plan = replaying.plan_replay(session, run_id, index)
-            replaying.require_inputs(plan, store_from_settings(current))
-            session.rollback()  # nothing is written before the flow starts
+        plan = read(current, planned)
     except replaying.ReplayError as exc:
         raise fail(str(exc)) from None
-    finally:
-        engine.dispose()
     from tasks.replay import mismatches
 
     warnings = mismatches(plan)
@@ -103,17 +105,20 @@ def replay(
         from flows.replay import flywheel_replay
 
         new_id = flywheel_replay(run_id, index, warnings)
-    engine = engine_from_settings(current)
-    try:
-        with session_scope(engine) as session:
-            rows = replaying.diff_fingerprints(
-                replaying.round_fingerprint(session, run_id, index),
-                replaying.round_fingerprint(session, new_id, index),
-            )
-    finally:
-        engine.dispose()
+    rows = read(current, lambda s: _compare(s, (run_id, index), (new_id, index)))
     _print_diff(rows, f"run {run_id}", f"replay {new_id}", console=err)
     print(new_id)
+
+
+def _compare(
+    session: Session, a: tuple[int, int], b: tuple[int, int]
+) -> list[tuple[str, Any, Any]]:
+    """The fingerprint rows of round a[1] of run a[0] beside round b[1] of run b[0]."""
+    from dataflywheel import replay as replaying
+
+    return replaying.diff_fingerprints(
+        replaying.round_fingerprint(session, *a), replaying.round_fingerprint(session, *b)
+    )
 
 
 def _parse_ref(ref: str) -> tuple[int, int]:
@@ -130,19 +135,7 @@ def diff(
 ) -> None:
     """Compare two rounds: sample, dataset and checkpoint digests, evaluation metrics.
     Exit 0 when identical, 3 when they differ."""
-    from dataflywheel import replay as replaying
-    from dataflywheel.db.session import engine_from_settings, session_scope
-
-    (run_a, index_a), (run_b, index_b) = _parse_ref(a), _parse_ref(b)
-    engine = engine_from_settings(settings())
-    try:
-        with session_scope(engine) as session:
-            rows = replaying.diff_fingerprints(
-                replaying.round_fingerprint(session, run_a, index_a),
-                replaying.round_fingerprint(session, run_b, index_b),
-            )
-    finally:
-        engine.dispose()
+    rows = read(settings(), lambda s: _compare(s, _parse_ref(a), _parse_ref(b)))
     differing = [r for r in rows if r[1] != r[2] and r[0] != "round"]
     if as_json:
         doc = {"a": a, "b": b, "identical": not differing, "fields": _json_rows(rows)}

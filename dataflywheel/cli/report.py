@@ -8,7 +8,6 @@ one ``error:`` line on stderr and exit status 1.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -16,11 +15,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dataflywheel.cli.common import out
+from dataflywheel.cli.common import out, read
 from dataflywheel.config import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    pass
 
 R = TypeVar("R")
 
@@ -30,18 +29,6 @@ def _print_json(doc: dict[str, Any] | list[Any]) -> None:
     print(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
-def _read(settings: Settings, query: Callable[[Session], R]) -> R:
-    """Run ``query(session)`` in one short read-only unit of work."""
-    from dataflywheel.db.session import engine_from_settings, session_scope
-
-    engine = engine_from_settings(settings)
-    try:
-        with session_scope(engine) as session:
-            return query(session)
-    finally:
-        engine.dispose()
-
-
 def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many runs.")] = 50,
@@ -49,7 +36,7 @@ def runs(
     """List runs, newest first: id, name, status, rounds done and when each was created."""
     from dataflywheel.reporting import list_runs
 
-    listings = _read(Settings(), lambda s: list_runs(s, limit=limit))
+    listings = read(Settings(), lambda s: list_runs(s, limit=limit))
     if as_json:
         _print_json(
             [
@@ -109,7 +96,7 @@ def report(
     )
 
     settings = Settings()
-    built = _read(settings, lambda s: run_report(s, run_id))
+    built = read(settings, lambda s: run_report(s, run_id))
     if as_json:
         _print_json(report_json(built))
         return
@@ -128,7 +115,7 @@ def lineage(
     from dataflywheel.lineage_view import checkpoint_lineage, render_lineage
 
     try:
-        doc = _read(Settings(), lambda s: checkpoint_lineage(s, checkpoint_id))
+        doc = read(Settings(), lambda s: checkpoint_lineage(s, checkpoint_id))
     except NotFound as exc:
         raise NotFound(f"{exc}; `flywheel report RUN_ID` shows each round's checkpoint") from None
     if as_json:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from dataflywheel.cli.common import err, ready_database, settings
+from dataflywheel.cli.common import err, read, ready_database, settings
 from dataflywheel.cli.flow_env import flow_session
 
 
@@ -37,16 +37,10 @@ def run(
 def resume(run_id: Annotated[int, typer.Argument(help="The run to continue.")]) -> None:
     """Continue a run that stopped: finished work is kept, the rest is done."""
     from dataflywheel.db import queries
-    from dataflywheel.db.session import engine_from_settings, session_scope
 
     current = settings()
     ready_database(current, migrate_embedded=True)
-    engine = engine_from_settings(current)
-    try:
-        with session_scope(engine) as session:
-            spec = queries.run_spec(session, run_id)
-    finally:
-        engine.dispose()
+    spec = read(current, lambda s: queries.run_spec(s, run_id))
     with flow_session(current):
         from flows.flywheel_run import flywheel_run
 
@@ -57,12 +51,6 @@ def resume(run_id: Annotated[int, typer.Argument(help="The run to continue.")]) 
 
 def print_summary(run_id: int) -> None:
     """The run's per-round table, on stderr (stdout carries the run id for scripts)."""
-    from dataflywheel.db.session import engine_from_settings, session_scope
     from dataflywheel.reporting import render_table, run_report
 
-    engine = engine_from_settings(settings())
-    try:
-        with session_scope(engine) as session:
-            err.print(render_table(run_report(session, run_id)))
-    finally:
-        engine.dispose()
+    err.print(render_table(read(settings(), lambda s: run_report(s, run_id))))

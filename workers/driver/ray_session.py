@@ -220,25 +220,23 @@ def live_owners(settings: Settings) -> list[int]:
 
 def _marked(token: str) -> list[psutil.Process]:
     """Live processes carrying ``token`` as their mark."""
+    return _scan(lambda mark: mark == token)
+
+
+def marked_processes() -> list[psutil.Process]:
+    """Every live process of any local Ray that a flywheel process started (any owner)."""
+    return _scan(bool)
+
+
+def _scan(wanted: Callable[[str | None], bool]) -> list[psutil.Process]:
+    """Live processes (this one excepted) whose mark ``wanted`` accepts."""
     found = []
     me = os.getpid()
     for proc in psutil.process_iter():
         try:
             if proc.pid == me or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
-            if proc.environ().get(MARK) == token:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def marked_processes() -> list[psutil.Process]:
-    """Every live process of any local Ray that a flywheel process started (any owner)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(MARK):
+            if wanted(proc.environ().get(MARK)):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
