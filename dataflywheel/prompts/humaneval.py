@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from dataflywheel import python_ast
 from dataflywheel.prompts import Prompt
 
 PROMPT_SET = "humaneval"
@@ -122,7 +123,7 @@ def without_returns(program: str, entry_point: str) -> str:
                 return ast.copy_location(ast.Pass(), node)
             return ast.copy_location(ast.Expr(node.value), node)
 
-    module = ast.parse(program)
+    module = python_ast.parse(program)
     for index, node in enumerate(module.body):
         if isinstance(node, ast.FunctionDef) and node.name == entry_point:
             module.body[index] = _StripReturns().visit(node)

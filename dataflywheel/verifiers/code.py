@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dataflywheel import python_ast
 from dataflywheel.prompts import Prompt
 from dataflywheel.verifiers import MissingReferenceError, Score, verifier_version
 from dataflywheel.verifiers.sandbox import (
@@ -84,7 +85,7 @@ def _defines(code: str, name: str | None) -> bool:
     if not name:
         return True
     try:
-        module = ast.parse(code)
+        module = python_ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return any(

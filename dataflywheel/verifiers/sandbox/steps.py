@@ -20,6 +20,8 @@ import ast
 from dataclasses import dataclass
 from functools import lru_cache
 
+from dataflywheel import python_ast
+
 
 class TestsParseError(ValueError):
     """The test source does not parse, or names nothing that can be run."""
@@ -69,7 +71,7 @@ def _steps(tests: str, entry_point: str | None) -> tuple[TestStep, ...]:
 
 def _find_steps(tests: str, entry_point: str | None) -> list[TestStep]:
     try:
-        module = ast.parse(tests, filename="<tests>")
+        module = python_ast.parse(tests, filename="<tests>")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         line = getattr(exc, "lineno", None)
         where = f" (line {line})" if line else ""
@@ -121,7 +123,7 @@ def imported_modules(tests: str) -> list[str]:
 @lru_cache(maxsize=512)
 def _imports(tests: str) -> tuple[str, ...]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(tests, filename="<tests>")):
+    for node in ast.walk(python_ast.parse(tests, filename="<tests>")):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
