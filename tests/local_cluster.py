@@ -132,8 +132,10 @@ class LocalCluster:
         )  # fmt: skip
 
     def processes(self, node: str | None = None) -> list[psutil.Process]:
-        """The live processes of this cluster (of one node when ``node`` is given)."""
-        found = []
+        """The live processes of this cluster (of one node when ``node`` is given): those
+        carrying its mark, and their descendants (a Ray agent that renames itself may
+        overwrite the memory its environment is read from)."""
+        found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter():
             try:
                 key = (proc.pid, proc.create_time())
@@ -142,10 +144,17 @@ class LocalCluster:
                     self._node_of[key] = env.get(NODE) if env.get(MARK) == self.mark else None
                 mine = self._node_of[key]
                 if mine is not None and node in (None, mine) and proc.status() != "zombie":
-                    found.append(proc)
+                    found[proc.pid] = proc
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-        return found
+        for proc in list(found.values()):
+            try:
+                for child in proc.children(recursive=True):
+                    if child.status() != "zombie":
+                        found.setdefault(child.pid, child)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return list(found.values())
 
     def kill_node(self, node: str) -> list[int]:
         """SIGKILL every process of ``node`` at once, as a machine that dies would; returns

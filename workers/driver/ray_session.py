@@ -219,7 +219,7 @@ def live_owners(settings: Settings) -> list[int]:
 
 
 def _marked(token: str) -> list[psutil.Process]:
-    """Live processes carrying ``token`` as their mark."""
+    """Live processes carrying ``token`` as their mark, with their descendants."""
     return _scan(lambda mark: mark == token)
 
 
@@ -229,18 +229,26 @@ def marked_processes() -> list[psutil.Process]:
 
 
 def _scan(wanted: Callable[[str | None], bool]) -> list[psutil.Process]:
-    """Live processes (this one excepted) whose mark ``wanted`` accepts."""
-    found = []
+    """Live processes (this one excepted) whose mark ``wanted`` accepts, and their live
+    descendants: a Ray agent that renames itself (``ray::DashboardAgent``) may overwrite the
+    memory that ``/proc/<pid>/environ`` reads, and so lose its mark, but it stays the child
+    of its raylet while that lives."""
+    found: dict[int, psutil.Process] = {}
     me = os.getpid()
     for proc in psutil.process_iter():
         try:
             if proc.pid == me or proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             if wanted(proc.environ().get(MARK)):
-                found.append(proc)
+                found[proc.pid] = proc
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-    return found
+    for proc in list(found.values()):
+        with contextlib.suppress(psutil.Error):
+            for child in proc.children(recursive=True):
+                if child.pid != me and child.status() != psutil.STATUS_ZOMBIE:
+                    found.setdefault(child.pid, child)
+    return list(found.values())
 
 
 def _kill_marked(token: str) -> int:
