@@ -12,7 +12,8 @@ the killed stage; the next fault point then stops that resume in turn. The last 
 to the end and exits 0. The run must then hold every invariant and equal an uninterrupted
 run of the same spec row for row and digest for digest (CPU fp32 is deterministic); no Ray
 process of ours may be left and no flow run left unfinished in Prefect. With one model, the
-run is killed mid-generation, mid-training and between rounds.
+run is killed mid-generation, mid-training and between rounds, at the same time, in a second
+data directory (two users on one machine).
 
 Then the rest of the user's sequence on the recovered run: ``check``, ``replay --round 1``
 (the replayed round equal to the source: ``diff`` exits 0) and ``rescore`` exit 0; a replay
@@ -31,8 +32,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,8 +161,8 @@ class UserMachine:
         return found
 
 
-@pytest.fixture(scope="module")
-def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserMachine]:
+@contextlib.contextmanager
+def _user_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserMachine]:
     # Outside pytest's temp root: the embedded PostgreSQL runs as its own user (conftest).
     root = server_tmp("fw-user-")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_", "PREFECT_"))}
@@ -173,6 +175,39 @@ def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserMachine]:
         machine.kill_all()
         machine.run("down", timeout=120)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserMachine]:
+    with _user_machine(tmp_path_factory) as machine:
+        yield machine
+
+
+@pytest.fixture
+def other_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserMachine]:
+    """A second data directory on the same machine, as a second user's."""
+    with _user_machine(tmp_path_factory) as machine:
+        yield machine
+
+
+class _Beside(threading.Thread):
+    """Runs a chain in the background; :meth:`finish` waits and raises its error."""
+
+    def __init__(self, chain: Callable[[], object]) -> None:
+        super().__init__(daemon=True)
+        self.chain, self.error = chain, None
+
+    def run(self) -> None:
+        try:
+            self.chain()
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> None:
+        self.join(timeout=1500)
+        assert not self.is_alive(), "the one-model chain did not finish"
+        if self.error is not None:
+            raise self.error
 
 
 def _digests(db_url: str, run_id: int) -> list[tuple]:
@@ -273,16 +308,23 @@ def _kill_at_each_point_then_resume(user: UserMachine, spec: Path, points: tuple
     return run_id, reference, db_url
 
 
-def test_one_model_killed_mid_generation_mid_training_and_between_rounds(
-    user: UserMachine,
+def test_killed_at_every_stage_then_check_replay_diff_rescore_down(
+    user: UserMachine, other_user: UserMachine, tmp_path: Path
 ) -> None:
-    _kill_at_each_point_then_resume(user, user.spec_for(peers=1), POINTS_PEERS_1)
-
-
-def test_two_peers_killed_at_every_stage_then_check_replay_diff_rescore_down(
-    user: UserMachine, tmp_path: Path
-) -> None:
-    run_id, _, db_url = _kill_at_each_point_then_resume(user, user.spec_for(peers=2), KILL_POINTS)
+    # The one-model chain runs beside the two-peer chain, in a data directory of its own (two
+    # users' runs on one machine: neither's recovery may touch the other's processes or runs).
+    one_model = _Beside(
+        lambda: _kill_at_each_point_then_resume(
+            other_user, other_user.spec_for(peers=1), POINTS_PEERS_1
+        )
+    )
+    one_model.start()
+    try:
+        run_id, _, db_url = _kill_at_each_point_then_resume(
+            user, user.spec_for(peers=2), KILL_POINTS
+        )
+    finally:
+        one_model.finish()
     # Resuming the finished run changes nothing.
     before = _counts(db_url, run_id), _digests(db_url, run_id)
     code, _, log = user.run("resume", str(run_id))

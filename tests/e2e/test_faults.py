@@ -61,6 +61,7 @@ def test_killed_generator_actor_is_restarted_and_the_round_completes(
     flywheel_env: Settings, tiny_spec: dict, db_url: str, tmp_path: Path
 ) -> None:
     tiny_spec["rounds"] = 1
+    tiny_spec.pop("warmup")  # the fault hits round 1; a warm-up round adds nothing here
     tiny_spec["prompts"]["num_prompts"] = 100  # two generation shards
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec))
@@ -166,6 +167,7 @@ def test_stalled_generator_is_replaced_and_its_shard_retried(
     from workers.driver.ray_session import NAMESPACE
 
     tiny_spec["rounds"] = 1
+    tiny_spec.pop("warmup")  # the fault hits round 1; a warm-up round adds nothing here
     spec = _spec(tmp_path, tiny_spec)
     clean = flywheel_run(spec)  # the rows a run without the fault writes
     ray_session.shutdown()
@@ -197,7 +199,7 @@ def test_stalled_generator_is_replaced_and_its_shard_retried(
     saboteur.finish()
     assert faulted == clean + 1 and stalled
     assert time.monotonic() - started < 600
-    # The first generation of the run (round 0's baseline) stalled and was redone.
+    # The first generation of the run (round 1's baseline) stalled and was redone.
     assert query(
         db_url,
         "SELECT s.stage, s.shard_index, s.attempt, s.status FROM stage_shards s JOIN rounds r "
@@ -223,6 +225,7 @@ def test_killed_worker_node_mid_verification_the_round_completes(
     from workers.driver.ray_session import NAMESPACE
 
     tiny_spec["rounds"] = 1
+    tiny_spec.pop("warmup")  # the fault hits round 1; a warm-up round adds nothing here
     tiny_spec["prompts"]["num_prompts"] = 1400  # 4,200 train samples: five verification shards
     spec = _spec(tmp_path, tiny_spec)
     # The head has a CPU for the generator actor and one for other work; the second node
@@ -305,6 +308,7 @@ def test_postgres_restart_mid_ingest_the_stage_is_retried(
     os.environ["FLYWHEEL_DATABASE_URL"] = db_url
     context.reset()
     tiny_spec["rounds"] = 1
+    tiny_spec.pop("warmup")  # the fault hits round 1; a warm-up round adds nothing here
     tiny_spec["prompts"]["num_prompts"] = 100  # two generation shards
     spec = _spec(tmp_path, tiny_spec)
     restarted: dict[str, float] = {}
