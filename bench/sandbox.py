@@ -3,7 +3,8 @@
 Runs in: a developer shell (not a test). Two workloads, each verified twice per sample:
 
 - *sandboxed*: the ``code_tests`` verifier (bubblewrap + unprivileged uid + rlimits, one
-  harness per sample, each test step in a forked child, verdict decided outside);
+  harness per sample, each test step in two forked children, the tests' and the
+  candidate's, verdict decided outside the candidate's);
 - *plain*: what an unsandboxed harness does, ``python3 -I -S -c <program + tests + check>``
   in a plain subprocess, verdict = exit status 0 (no isolation, forgeable).
 

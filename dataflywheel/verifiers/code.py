@@ -42,8 +42,10 @@ from dataflywheel.verifiers.sandbox import (
     run_sandboxed,
 )
 from dataflywheel.verifiers.sandbox import bootstrap as bootstrap_module
+from dataflywheel.verifiers.sandbox import bridge as bridge_module
 from dataflywheel.verifiers.sandbox import config as config_module
 from dataflywheel.verifiers.sandbox import harness as harness_module
+from dataflywheel.verifiers.sandbox import plain as plain_module
 from dataflywheel.verifiers.sandbox import steps as steps_module
 from dataflywheel.verifiers.sandbox import supervisor as supervisor_module
 
@@ -113,6 +115,8 @@ class CodeTestsVerifier:
             supervisor_module,
             bootstrap_module,
             harness_module,
+            bridge_module,
+            plain_module,
         )
 
     def _tests(self, prompt: Prompt) -> str:
@@ -142,7 +146,13 @@ class CodeTestsVerifier:
             steps = discover_steps(tests, entry if isinstance(entry, str) else None)
         except TestsParseError as exc:
             return Score.unscorable("tests_unparseable", error=str(exc))
-        result = run_sandboxed(self.program(completion, prompt), tests, steps, self.config.sandbox)
+        result = run_sandboxed(
+            self.program(completion, prompt),
+            tests,
+            steps,
+            self.config.sandbox,
+            entry_point=entry if isinstance(entry, str) else None,
+        )
         details: dict[str, Any] = {
             "outcome": result.outcome,
             "tests": [s.as_dict() for s in result.steps],

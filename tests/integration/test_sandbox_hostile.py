@@ -351,6 +351,334 @@ def test_shadowing_a_builtin_the_tests_use_does_not_pass():
     assert not score.passed and score.details["error_class"] == "assertion"
 
 
+# Forged passes: values that lie about themselves, and patches of what the tests compare with.
+# Each would pass if it worked (before the tests ran in a process of their own, all but two
+# did); now each fails, with a reason that says which way it was tried.
+ANSWER_42 = (
+    "def check(candidate):\n    assert candidate(1) == 42\n    assert not (candidate(1) != 42)\n"
+)
+ANSWER_3_5 = (
+    "def check(candidate):\n    result = candidate(1)\n    assert abs(result - 3.5) < 1e-6\n"
+)
+
+
+def restoring(module: str, attribute: str, fake: str, value: str) -> str:
+    """A candidate that patches ``module.attribute`` in its call and restores it as soon as
+    the old harness's tampering check starts (a profile hook), so the check sees nothing."""
+    return (
+        f"import {module}, sys\n"
+        f"real = {module}.{attribute}\n"
+        "def restore(frame, event, arg):\n"
+        "    if frame.f_code.co_name == '_tampered':\n"
+        f"        {module}.{attribute} = real\n"
+        "        sys.setprofile(None)\n"
+        "def f(x):\n"
+        f"    {module}.{attribute} = {fake}\n"
+        "    sys.setprofile(restore)\n"
+        f"    return {value}\n"
+    )
+
+
+FORGERIES = [
+    (
+        "eq_always_true",
+        "class Liar:\n    def __eq__(self, other):\n        return True\n"
+        "    def __ne__(self, other):\n        return False\n"
+        "def f(x):\n    return Liar()\n",
+        ANSWER_42,
+        "forged_value",
+        "object of class Liar",
+    ),
+    (
+        "int_subclass_eq",
+        "class Int(int):\n    def __eq__(self, other):\n        return True\n"
+        "    def __ne__(self, other):\n        return False\n    __hash__ = int.__hash__\n"
+        "def f(x):\n    return Int(0)\n",
+        ANSWER_42,
+        "forged_value",
+        "a subclass of int that redefines __eq__",
+    ),
+    (
+        "str_subclass_eq_hash",
+        "class Str(str):\n    def __eq__(self, other):\n        return True\n"
+        "    def __hash__(self):\n        return hash('forty-two')\n"
+        "def f(x):\n    return Str('')\n",
+        "def check(candidate):\n    assert candidate(1) in {'forty-two'}\n"
+        "    assert candidate(1) == 'forty-two'\n",
+        "forged_value",
+        "a subclass of str that redefines __eq__, __hash__",
+    ),
+    (
+        "list_subclass_eq",
+        "class List(list):\n    def __eq__(self, other):\n        return True\n"
+        "def f(x):\n    return List()\n",
+        "def check(candidate):\n    assert candidate(1) == [4, 2]\n",
+        "forged_value",
+        "a subclass of list",
+    ),
+    (
+        "int_subclass_bool",  # a constant 4 that claims to be false where the answer is 0
+        "class Count(int):\n    def __bool__(self):\n        return False\n"
+        "def f(n):\n    return Count(4)\n",
+        "def check(candidate):\n    assert not candidate(1)\n    assert candidate(10) == 4\n",
+        "forged_value",
+        "redefines __bool__",
+    ),
+    (
+        "repr_and_str_mimic",
+        "class Mimic:\n    def __repr__(self):\n        return '[4, 2]'\n    __str__ = __repr__\n"
+        "def f(x):\n    return Mimic()\n",
+        "def check(candidate):\n    assert repr(candidate(1)) == '[4, 2]'\n"
+        "    assert str(candidate(1)) == '[4, 2]'\n",
+        "forged_value",
+        "object of class Mimic",
+    ),
+    (
+        "float_subclass",
+        "class Float(float):\n    def __sub__(self, other):\n        return 0.0\n"
+        "def f(x):\n    return Float(0.0)\n",
+        ANSWER_3_5,
+        "forged_value",
+        "a subclass of float that redefines __sub__",
+    ),
+    (
+        "proxy_getattr",
+        "class Proxy:\n    def __getattr__(self, name):\n        return lambda *a, **k: True\n"
+        "def f(x):\n    return Proxy()\n",
+        "def check(candidate):\n    assert candidate(1).startswith('forty')\n"
+        "    assert candidate(1).endswith('two')\n",
+        "forged_value",
+        "object of class Proxy",
+    ),
+    (
+        # The entry point made a class (through an alias): its calls still return plain data.
+        "proxy_class_as_entry_point",
+        "class Proxy:\n    def __init__(self, *args):\n        pass\n"
+        "    def __getattr__(self, name):\n        return lambda *a, **k: True\n"
+        "f = Proxy\n",
+        "def check(candidate):\n    assert candidate(1).startswith('forty')\n",
+        "forged_value",
+        "object of class Proxy",
+    ),
+    (
+        "metaclass_eq",
+        "class Meta(type):\n    def __eq__(cls, other):\n        return True\n"
+        "    def __ne__(cls, other):\n        return False\n    __hash__ = type.__hash__\n"
+        "class Answer(metaclass=Meta):\n    pass\n"
+        "def f(x):\n    return Answer\n",
+        ANSWER_42,
+        "forged_value",
+        "the class Answer (of metaclass Meta)",
+    ),
+    (
+        "nan",
+        "def f(x):\n    return float('nan')\n",
+        "def check(candidate):\n    assert not abs(candidate(1) - 3.5) > 1e-6\n"
+        "    assert not candidate(1) < 3.5 and not candidate(1) > 3.5\n",
+        "forged_value",
+        "NaN",
+    ),
+    (
+        "stop_iteration_ends_the_tests_loop",
+        "def f(x):\n    raise StopIteration\n",
+        "def check(candidate):\n"
+        "    for got, want in zip(map(candidate, [1, 2]), [42, 43]):\n"
+        "        assert got == want\n",
+        "exception",
+        "the candidate raised StopIteration",
+    ),
+    (
+        "patch_the_tests_globals_through_frames",
+        "import sys\n"
+        "def f(x):\n    sys._getframe(1).f_globals['abs'] = lambda value: 0\n    return 0.0\n",
+        ANSWER_3_5,
+        "assertion",
+        "",
+    ),
+    (
+        "patch_the_tests_builtins_through_frames",
+        "import sys\n"
+        "def f(x):\n    sys._getframe(1).f_builtins['abs'] = lambda value: 0\n    return 0.0\n",
+        ANSWER_3_5,
+        "assertion",
+        "",
+    ),
+    (
+        "jump_over_the_asserts_with_a_tracer",
+        "import sys\n"
+        "def f(x):\n"
+        "    caller = sys._getframe(1)\n"
+        "    target = caller.f_code.co_firstlineno + 4\n"
+        "    def tracer(frame, event, arg):\n"
+        "        if frame is caller and event == 'line' and frame.f_lineno < target:\n"
+        "            frame.f_lineno = target\n"
+        "            frame.f_trace = None\n"
+        "            sys.settrace(None)\n"
+        "        return tracer\n"
+        "    caller.f_trace = tracer\n"
+        "    sys.settrace(tracer)\n"
+        "    return 0\n",
+        "def check(candidate):\n    result = candidate(1)\n    assert result == 42\n"
+        "    assert result == 43\n    result = None\n",
+        "assertion",
+        "",
+    ),
+    (
+        "patch_math_isclose_and_restore",
+        restoring("math", "isclose", "lambda *a, **k: True", "0.0"),
+        "import math\n"
+        "def check(candidate):\n    result = candidate(1)\n    assert math.isclose(result, 3.5)\n",
+        "assertion",
+        "",
+    ),
+    (
+        "patch_operator_eq_and_restore",
+        restoring("operator", "eq", "lambda *a: True", "0"),
+        "import operator\n"
+        "def check(candidate):\n    result = candidate(1)\n    assert operator.eq(result, 42)\n",
+        "assertion",
+        "",
+    ),
+    (
+        "patch_builtins_isinstance_and_abs",
+        "import builtins\n"
+        "def f(x):\n    builtins.isinstance = lambda *a: True\n"
+        "    builtins.abs = lambda value: 0\n    return 'nope'\n",
+        "def check(candidate):\n    result = candidate(1)\n    assert isinstance(result, float)\n"
+        "    assert abs(result - 3.5) < 1e-6\n",
+        "assertion",
+        "",
+    ),
+    (
+        "swap_sys_modules_and_restore",
+        "import math, sys, types\n"
+        "def restore(frame, event, arg):\n"
+        "    if frame.f_code.co_name == '_tampered':\n"
+        "        sys.modules['math'] = math\n"
+        "        sys.setprofile(None)\n"
+        "def f(x):\n"
+        "    fake = types.ModuleType('math')\n"
+        "    fake.isclose = lambda *a, **k: True\n"
+        "    sys.modules['math'] = fake\n"
+        "    sys.setprofile(restore)\n"
+        "    return 0.0\n",
+        "def check(candidate):\n    result = candidate(1)\n    import math\n"
+        "    assert math.isclose(result, 3.5)\n",
+        "assertion",
+        "",
+    ),
+    (
+        "assertion_error_replaced",
+        "import builtins\n"
+        "class Quiet(Exception):\n    pass\n"
+        "def f(x):\n    builtins.AssertionError = Quiet\n    return 0\n",
+        "def check(candidate):\n    result = candidate(1)\n"
+        "    if result != 42:\n        raise AssertionError('wrong')\n",
+        "assertion",
+        "wrong",
+    ),
+    (
+        "system_exit_0_before_the_asserts",
+        "def f(x):\n    raise SystemExit(0)\n",
+        "def check(candidate):\n    try:\n        result = candidate(1)\n"
+        "    except Exception:\n        return\n    assert result == 42\n",
+        "exit",
+        "SystemExit",
+    ),
+    (
+        # Finds the old harness's step record (its nonce, fd and step index are in the frames
+        # above) and writes a passing one: the record the harness trusted most.
+        "write_the_step_record_and_exit",
+        "import os, sys\n"
+        "def f(x):\n"
+        "    frame = sys._getframe()\n"
+        "    while frame is not None and 'writer' not in frame.f_locals:\n"
+        "        frame = frame.f_back\n"
+        "    if frame is not None:\n"
+        "        local = frame.f_locals\n"
+        "        fields = (local['nonce'], str(local['index']), 'passed', '', 'tests', '')\n"
+        "        os.write(local['writer'], ('\\0'.join(fields) + '\\n').encode())\n"
+        "        os._exit(0)\n"
+        "    for fd in range(3, 64):\n"
+        "        try:\n"
+        "            os.write(fd, b'passed\\0\\0tests\\0\\n')\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    os._exit(0)\n",
+        ANSWER_42,
+        "crash",
+        "the candidate's process",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "tests", "error_class", "says"),
+    FORGERIES,
+    ids=[case[0] for case in FORGERIES],
+)
+def test_forged_passes_fail(name, code, tests, error_class, says):
+    score = verifier().score(code, prompt(tests))
+    assert not score.passed and score.status == "scored", name
+    assert score.details["error_class"] == error_class, score.details
+    assert says in score.details["tests"][0]["message"], score.details
+
+
+def test_the_candidate_cannot_reach_the_tests_process():
+    # The tests' process decides the step: if the candidate could open its report pipe through
+    # /proc, write its memory or attach to it, it could write a passing verdict. All refused:
+    # every process of a step is non-dumpable and the candidate has no capabilities.
+    code = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "def f():\n"
+        "    reached = []\n"
+        "    for pid in [int(p) for p in os.listdir('/proc') if p.isdigit()]:\n"
+        "        if pid == os.getpid():\n"
+        "            continue\n"
+        "        try:\n"
+        "            for fd in os.listdir(f'/proc/{pid}/fd'):\n"
+        "                with open(f'/proc/{pid}/fd/{fd}', 'wb') as out:\n"
+        "                    out.write(b'passed\\0\\0tests\\0\\n')\n"
+        "                reached.append(f'fd {pid}/{fd}')\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "        try:\n"
+        "            open(f'/proc/{pid}/mem', 'r+b').close()\n"
+        "            reached.append(f'mem {pid}')\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "        if libc.ptrace(16, pid, 0, 0) == 0:  # PTRACE_ATTACH\n"
+        "            reached.append(f'ptrace {pid}')\n"
+        "        pidfd = libc.syscall(434, pid, 0)  # pidfd_open\n"
+        "        if pidfd >= 0:\n"
+        "            for fd in range(3, 16):\n"
+        "                if libc.syscall(438, pidfd, fd, 0) >= 0:  # pidfd_getfd\n"
+        "                    reached.append(f'pidfd_getfd {pid}/{fd}')\n"
+        "    print('reached:', reached)\n"
+        "    return 0\n"
+    )
+    score = run(code, expected=42)
+    assert not score.passed and score.details["error_class"] == "assertion", score.details
+    assert "reached: []" in score.details["output"]
+
+
+def test_comparing_the_candidates_objects_is_refused():
+    # Objects the tests make with the candidate's classes stay in its process: their methods
+    # answer with plain data, but == (or truth, or text) would be the object judging itself.
+    tests = (
+        "def test_compare():\n    box = Box(42)\n    assert box.get() == 42\n    assert box == 42\n"
+    )
+    code = (
+        "class Box:\n    def __init__(self, value):\n        self.value = value\n"
+        "    def get(self):\n        return self.value\n"
+        "    def __eq__(self, other):\n        return True\n"
+    )
+    score = verifier().score(code, prompt(tests, None))
+    assert not score.passed and score.details["error_class"] == "forged_value"
+    assert "applied == to a Box object" in score.details["tests"][0]["message"]
+
+
 def test_missing_bubblewrap_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(supervisor, "TOOL_PATH", str(tmp_path))
     with pytest.raises(SandboxUnavailable, match=r"bwrap.*apt-get install -y bubblewrap"):

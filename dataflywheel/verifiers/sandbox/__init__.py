@@ -2,8 +2,10 @@
 
 Runs in: any worker process (spawns sandboxed subprocesses). ``config.py`` holds the limits,
 ``steps.py`` cuts a test file into steps (pure), ``supervisor.py`` starts bubblewrap, bounds
-and kills it and reads the verdict, ``harness.py`` is the program that runs inside, and
-``bootstrap.py`` compiles it ahead and gets it in.
+and kills it and reads the verdict, ``harness.py`` is the program that runs inside (each step
+in a tests' process and a candidate's process), ``bridge.py`` and ``plain.py`` are what
+passes between those two (plain data only), and ``bootstrap.py`` compiles them ahead and gets
+them in.
 What it protects against, and what not: docs/sandbox.md.
 """
 

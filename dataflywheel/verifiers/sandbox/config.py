@@ -50,13 +50,20 @@ class SandboxConfig(BaseModel):
         16,
         ge=4,
         le=1024,
-        description="Processes of the sandbox's user (RLIMIT_NPROC; the harness takes 2).",
+        description="Processes of the sandbox's user (RLIMIT_NPROC; the harness and a "
+        "step's two processes take 3).",
     )
     max_output_bytes: int = Field(
         16384,
         ge=0,
         le=16 * 2**20,
         description="stdout/stderr kept per sample; the rest is read and discarded.",
+    )
+    allow_nan: bool = Field(
+        False,
+        description="Let the candidate's return values hold NaN. Off: a NaN fails the step as "
+        "forged_value, since it compares unequal to everything and so passes tests written as "
+        "`not abs(x - y) > tol`; turn it on for prompts whose answers may be NaN.",
     )
     python: str = Field(
         "/usr/bin/python3",

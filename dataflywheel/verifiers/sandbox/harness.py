@@ -1,22 +1,29 @@
-"""The program that runs *inside* the sandbox: it runs each test step in a fresh child process.
+"""The program that runs *inside* the sandbox: each test step in two fresh child processes.
 
 Runs in: the sandbox only, under an unprivileged uid, as the code object the supervisor
 compiled from this file with the sandbox's own interpreter and sends ahead of the payload (see
-``bootstrap.py``). It must not import dataflywheel (nothing but the
-interpreter's standard library is visible there) and it never runs candidate code itself:
-every step runs in a forked child. It refuses to run as root or outside a pid namespace (its
-``kill(-1)`` would hit the host).
+``bootstrap.py``, which also sends ``plain.py`` and ``bridge.py``). It must not import anything
+of dataflywheel but those two (nothing but the interpreter's standard library is visible
+there) and it never runs candidate code itself. It refuses to run as root or outside a pid
+namespace (its ``kill(-1)`` would hit the host).
 
 Protocol. After the harness's code, stdin carries one ``marshal`` payload from the supervisor
-(the candidate, the tests, the steps, the modules the tests import, the limits and a random
-per-run ``nonce``); fd 1 carries this process's JSON-lines records to the supervisor
-(``ready``, ``syntax`` or ``tests_error``, one ``step`` per step, ``done``), each with the
-nonce. A child gets no handle on fd 1 (it is replaced by stderr before any candidate code
-runs, and this process is made non-dumpable so /proc/<ppid>/fd cannot reopen it); it reports
-on a private pipe, and a step counts as passed only when the child wrote a record with the
-nonce *and* exited 0 *and* the modules it shares with the tests were left untouched. Whatever
-the candidate prints goes to stderr, which the supervisor keeps (bounded) but never reads a
-verdict from.
+(the candidate, the tests, the steps, the modules the tests import, the entry point, the
+limits and a random per-run ``nonce``); fd 1 carries this process's JSON-lines records to the
+supervisor (``ready``, ``syntax`` or ``tests_error``, one ``step`` per step, ``done``), each
+with the nonce.
+
+A step runs in two processes forked from this one (``bridge.py`` says what crosses between
+them): the *tests' process*, which runs the tests and never any candidate code, and the
+*candidate's process*, which runs the candidate program and answers the tests' calls with
+plain data. The verdict of a step is the tests' process's report on a pipe that only it ever
+holds (it is made after the tests' process is forked and closed before the candidate's is),
+and it counts only if that process exited 0. Neither child has fd 1 (replaced by stderr before
+anything runs), and every process here is non-dumpable (``prctl``; children inherit it), so a
+process of the same uid can neither open another's ``/proc/<pid>/fd`` nor read or write its
+memory. The candidate's process can kill or stop the others, which fails the step, never
+passes it. Whatever either child prints goes to stderr, which the supervisor keeps (bounded)
+but never reads a verdict from.
 
 Start-up cost matters (every sample starts one of these), so it imports only built-in modules
 (``posix``, not ``os``; ``_ctypes``, not ``ctypes``; no json or re), writes its few flat
@@ -32,10 +39,12 @@ import select
 import sys
 import time
 
-# Modules whose globals change in normal use: not part of the tampering check.
+from dataflywheel.verifiers.sandbox import bridge
+
+# Modules whose globals change in normal use: not part of the tampering label.
 VOLATILE = {"__main__", "sys", "builtins", "_io", "io", "os", "posix", "signal", "warnings"}
 MAX_MESSAGE = 2000
-# Taken before any candidate code exists: what the post-step checks rely on.
+# Taken before any candidate code exists: what the tampering label compares with.
 _BUILTINS = builtins.__dict__
 _gettrace, _getprofile = sys.gettrace, sys.getprofile
 
@@ -77,7 +86,9 @@ def _set_limits(limits):
 
 
 def _undumpable():
-    """PR_SET_DUMPABLE=0: other processes of our uid can no longer open /proc/<us>/fd/*.
+    """PR_SET_DUMPABLE=0, inherited by every child: other processes of our uid can no longer
+    open /proc/<pid>/fd/*, read or write /proc/<pid>/mem or ptrace us (they have no
+    capabilities), so the candidate's process cannot reach the tests' or this one's.
 
     Called through ``_ctypes`` directly: ``import ctypes`` costs ~2 ms of every sample.
     """
@@ -114,11 +125,11 @@ def _snapshot():
 
 
 def _tampered(snapshot):
-    """Names the candidate rebound in modules the tests share with it (at most 10).
-
-    Builtins are compared and then restored first, using no builtin function, so that the
-    harness code that runs after the candidate (this check, the classification, the report)
-    runs with the real builtins.
+    """Names the candidate rebound in the modules the tests import, in builtins or in
+    ``unittest.TestCase`` (at most 10). Run in the candidate's process, where it is a label
+    (``tampering``) rather than a defence: the tests run in another process, which none of this
+    reaches. Builtins are compared and then restored first, using no builtin function, so that
+    the bridge's code that runs after the candidate's uses the real builtins.
     """
     modules, classes, saved_builtins = snapshot
     changed = ["builtins." + k for k, v in saved_builtins.items() if _BUILTINS.get(k) is not v]
@@ -161,33 +172,44 @@ def _classify(exc):
     return "exception"
 
 
-def _run_step(code, tests_code, step, snapshot):
-    """Child body: candidate, then the test module, then the step. Returns the record."""
+def _report(writer, record):
+    """The tests' process's record for the harness: one NUL-separated line."""
+    for stream in (sys.stdout, sys.stderr):  # what the tests printed, for debugging
+        try:  # noqa: SIM105 - contextlib would cost start-up time in every sandbox
+            stream.flush()
+        except BaseException:
+            pass
+    message = record["message"].replace("\0", " ").replace("\n", " ")[:MAX_MESSAGE]
+    fields = (record["status"], record["error_class"] or "", record["stage"], message)
+    os.write(writer, ("\0".join(fields) + "\n").encode("utf-8", "replace"))
+
+
+def _run_tests(step, tests_code, requests, replies, writer, payload):
+    """The tests' process: the candidate's names (from its process), the test module, then
+    the step. No candidate code runs here; ``fail`` ends the step as soon as the candidate's
+    process sends something that must not reach the tests."""
     stage = "candidate"
+
+    def fail(error_class, message):
+        _report(writer, {"status": "failed", "error_class": error_class, "stage": stage,
+                         "message": message})  # fmt: skip
+        os._exit(0)
+
+    link = bridge.Link(requests, replies, fail, payload["allow_nan"], payload["entry_point"])
     try:
-        namespace = {"__name__": "__candidate__", "__builtins__": builtins}
-        exec(code, namespace)
+        namespace = {}
+        link.bind(namespace)
         stage = "tests"
-        # The tests see the candidate's names but never its shadows of builtins, and they
-        # look builtins up in the copy taken before the candidate ran.
-        test_ns = {
-            k: v for k, v in namespace.items() if k not in snapshot[2] and k != "__builtins__"
-        }
-        test_ns.update(__name__="__tests__", __builtins__=dict(snapshot[2]))
-        exec(tests_code, test_ns)
+        namespace.update(__name__="__tests__", __builtins__=builtins)
+        exec(tests_code, namespace)
         if step["call"] is not None:
-            exec(compile(step["call"], "<step>", "exec"), test_ns)
-        error = None
-    except BaseException as exc:
-        error = exc
-    changed = _tampered(snapshot)
-    if changed:
-        return {"status": "failed", "error_class": "tampering", "stage": stage,
-                "message": "modified shared state: " + ", ".join(changed)}  # fmt: skip
-    if error is not None:
-        return {"status": "failed", "error_class": _classify(error), "stage": stage,
-                "message": _describe(error)}  # fmt: skip
-    return {"status": "passed", "error_class": None, "stage": "tests", "message": ""}
+            exec(compile(step["call"], "<step>", "exec"), namespace)
+        link.finish()
+        record = {"status": "passed", "error_class": None, "stage": "tests", "message": ""}
+    except BaseException as error:
+        record = {"status": "failed", "error_class": _classify(error), "stage": stage,
+                  "message": _describe(error)}  # fmt: skip
+    _report(writer, record)
 
 
 def _kill_others():
@@ -237,60 +259,96 @@ def _collect(pid, reader, deadline):
     return data, False, None
 
 
-def _step(index, step, code, tests_code, snapshot, nonce, limits, timeout_s):
-    reader, writer = os.pipe()
+def _reap(pid, wait_s):
+    """(status, rusage) of ``pid`` once it has exited, waiting up to ``wait_s``; else None."""
+    deadline = _now() + wait_s
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return status, usage
+        if _now() >= deadline:
+            return None
+        time.sleep(0.005)
+
+
+def _signalled(status, usage, limits, whose):
+    sig = os.WTERMSIG(status)
+    over_cpu = usage.ru_utime + usage.ru_stime >= limits["cpu_s"] - 0.05
+    kind = "timeout" if sig in (signal.SIGXCPU, signal.SIGKILL) and over_cpu else "crash"
+    message = f"killed by signal {sig}" if whose == "candidate" else (
+        f"the tests' process was killed by signal {sig}")  # fmt: skip
+    return kind, message
+
+
+def _gone(reaped, limits):
+    """Why the candidate's process stopped answering, from how it ended."""
+    if reaped is None:
+        return "crash", "the candidate's process closed its end of the pipe during the step"
+    status, usage = reaped
+    if os.WIFSIGNALED(status):
+        return _signalled(status, usage, limits, "candidate")
+    return "crash", (f"the candidate's process exited (status {os.WEXITSTATUS(status)}) during "
+                     "the step (os._exit, or a killed or replaced process)")  # fmt: skip
+
+
+def _step(index, step, code, tests_code, payload):
+    limits, timeout_s = payload["limits"], payload["test_timeout_s"]
+    requests, replies, report = os.pipe(), os.pipe(), os.pipe()  # each (read end, write end)
     start = _now()
-    pid = _fork()
-    if pid == 0:  # the child: no candidate code has run in this process before this line
+    tests_pid = _fork()  # first: the candidate's processes could use up RLIMIT_NPROC
+    if tests_pid == 0:  # the tests' process: no candidate code ever runs in it
         try:
-            os.close(reader)
+            for fd in (report[0], requests[0], replies[1]):
+                os.close(fd)
             os.dup2(2, 1)  # fd 1 (the supervisor's channel) is gone from the child
-            record = _run_step(code, tests_code, step, snapshot)
-            for stream in (sys.stdout, sys.stderr):  # what the candidate printed, for debugging
-                try:  # noqa: SIM105 - as above
-                    stream.flush()
-                except BaseException:
-                    pass
-            message = record["message"].replace("\0", " ").replace("\n", " ")
-            fields = (nonce, str(index), record["status"], record["error_class"] or "",
-                      record["stage"], message)  # fmt: skip
-            os.write(writer, ("\0".join(fields) + "\n").encode("utf-8", "replace"))
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # no KeyboardInterrupt sent from outside
+            _run_tests(step, tests_code, requests[1], replies[0], report[1], payload)
         finally:
             os._exit(0)
-    os.close(writer)
-    data, timed_out, reaped = _collect(pid, reader, start + timeout_s)
+    os.close(report[1])  # before the candidate's process exists: it never holds this pipe
+    candidate_pid = _fork()
+    if candidate_pid == 0:
+        try:
+            for fd in (report[0], requests[1], replies[0]):
+                os.close(fd)
+            os.dup2(2, 1)
+            # Taken here, not before the fork: fork() itself rebinds some globals (threading's
+            # locks, in the child), which are not the candidate's doing.
+            snapshot = _snapshot()
+            bridge.serve(code, lambda: _tampered(snapshot), requests[0], replies[1],
+                         payload["allow_nan"])  # fmt: skip
+        finally:
+            os._exit(0)
+    for fd in (*requests, *replies):
+        os.close(fd)
+    data, timed_out, reaped = _collect(tests_pid, report[0], start + timeout_s)
     if timed_out:
-        os.kill(pid, signal.SIGKILL)
-    if reaped is None:
-        _, status, usage = os.wait4(pid, 0)
-    else:
-        status, usage = reaped
+        os.kill(tests_pid, signal.SIGKILL)
+    status, usage = reaped if reaped is not None else os.wait4(tests_pid, 0)[1:]
+    fields = data.decode("utf-8", "replace").rstrip("\n").split("\0")
+    valid = len(fields) == 4 and fields[0] in ("passed", "failed")
+    # How the candidate's process ended explains a step it left without an answer.
+    gone = valid and fields[1] == "gone"
+    candidate = _reap(candidate_pid, 0.5 if gone else 0)
     _kill_others()
-    os.close(reader)
-    seconds = round(_now() - start, 4)
-    cpu = usage.ru_utime + usage.ru_stime
-    result = {"step": index, "name": step["name"], "seconds": seconds}
+    if candidate is None:
+        os.wait4(candidate_pid, 0)
+    os.close(report[0])
+    result = {"step": index, "name": step["name"], "seconds": round(_now() - start, 4)}
     if timed_out:
         return dict(result, status="failed", error_class="timeout", stage=None,
                     message=f"over the {timeout_s:.3g} s test timeout (wall clock)")  # fmt: skip
-    fields = data.decode("utf-8", "replace").rstrip("\n").split("\0")
-    valid = len(fields) == 6 and fields[0] == nonce and fields[1] == str(index)
-    valid = valid and fields[2] in ("passed", "failed")
     if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        over_cpu = cpu >= limits["cpu_s"] - 0.05
-        kind = "timeout" if sig in (signal.SIGXCPU, signal.SIGKILL) and over_cpu else "crash"
-        return dict(result, status="failed", error_class=kind, stage=None,
-                    message=f"killed by signal {sig}")  # fmt: skip
-    if not valid:
+        kind, message = _signalled(status, usage, limits, "tests")
+        return dict(result, status="failed", error_class=kind, stage=None, message=message)
+    if not valid or os.WEXITSTATUS(status) != 0:
         return dict(result, status="failed", error_class="crash", stage=None,
-                    message="the test process ended without reporting a result "
-                    "(os._exit, a killed or replaced process, or a forged report)")  # fmt: skip
-    if os.WEXITSTATUS(status) != 0:
-        return dict(result, status="failed", error_class="crash", stage=None,
-                    message=f"exit status {os.WEXITSTATUS(status)}")  # fmt: skip
-    return dict(result, status=fields[2], error_class=fields[3] or None, stage=fields[4],
-                message=fields[5])  # fmt: skip
+                    message="the tests' process ended without reporting a result")  # fmt: skip
+    if gone:
+        kind, message = _gone(candidate, limits)
+        return dict(result, status="failed", error_class=kind, stage=fields[2], message=message)
+    return dict(result, status=fields[0], error_class=fields[1] or None, stage=fields[2],
+                message=fields[3])  # fmt: skip
 
 
 def _in_sandbox():
@@ -323,8 +381,9 @@ def main():
     _set_limits(limits)
     undumpable = _undumpable()
     emit({"event": "ready", "undumpable": undumpable, "python": sys.version.split()[0]})
-    # The modules the tests import are imported here, before any candidate code, so the
-    # tampering check covers exactly what the tests rely on.
+    # The modules the tests import are imported here, before any candidate code: both
+    # processes of a step inherit them (no import in a step), and the tampering label covers
+    # exactly what the tests rely on.
     for name in payload["imports"]:
         try:
             __import__(name)
@@ -344,11 +403,8 @@ def main():
         emit({"event": "done"})
         return
     tests_code = compile(payload["tests"], "<tests>", "exec")
-    snapshot = _snapshot()
     for index, step in enumerate(payload["steps"]):
-        record = _step(
-            index, step, code, tests_code, snapshot, nonce, limits, payload["test_timeout_s"]
-        )
+        record = _step(index, step, code, tests_code, payload)
         emit(dict(record, event="step"))
     emit({"event": "done"})
 

@@ -10,8 +10,10 @@ from outside: SIGKILL to bubblewrap takes the sandbox's pid 1 and with it every 
 namespace, and any process left with the sandbox uid is killed too.
 
 The verdict is read only from the harness's JSON-lines records on the sandbox's stdout, each
-carrying a per-run random nonce; what the candidate prints goes to stderr and is kept, bounded,
-for debugging. ``docs/sandbox.md`` lists what this does and does not protect against.
+carrying a per-run random nonce; inside, each step's verdict comes from a process that runs
+the tests and never candidate code (``harness.py``, ``bridge.py``). What the candidate prints
+goes to stderr and is kept, bounded, for debugging. ``docs/sandbox.md`` lists what this does
+and does not protect against.
 """
 
 from __future__ import annotations
@@ -280,12 +282,18 @@ def _step_results(
 
 
 def run_sandboxed(
-    candidate: str, tests: str, steps: Sequence[TestStep], config: SandboxConfig
+    candidate: str,
+    tests: str,
+    steps: Sequence[TestStep],
+    config: SandboxConfig,
+    entry_point: str | None = None,
 ) -> SandboxResult:
     """Run ``candidate`` against each test step in the sandbox; the supervisor decides.
 
-    Raises :class:`SandboxUnavailable` when the sandbox cannot start. Everything the candidate
-    can cause (a syntax error, a hang, a crash, killing the harness) is an outcome instead.
+    ``entry_point`` names the candidate's function that ``check(candidate)`` tests: its
+    results must be plain data even if the candidate makes it a class. Raises
+    :class:`SandboxUnavailable` when the sandbox cannot start. Everything the candidate can
+    cause (a syntax error, a hang, a crash, killing the harness) is an outcome instead.
     """
     uid = UID_BASE + secrets.randbelow(UID_SPAN)
     command = build_command(config, uid)
@@ -296,6 +304,8 @@ def run_sandboxed(
         "tests": tests,
         "steps": [{"name": s.name, "call": s.call} for s in steps],
         "imports": imported_modules(tests),
+        "entry_point": entry_point,
+        "allow_nan": config.allow_nan,
         "test_timeout_s": config.test_timeout_s,
         "limits": config.model_dump(
             include={"cpu_s", "memory_mb", "file_size_mb", "open_files", "processes"}
@@ -347,6 +357,12 @@ def run_sandboxed(
             "`bwrap --ro-bind /usr /usr --unshare-pid --unshare-net -- /usr/bin/true`"
         )
     info.update(python=ready.get("python"), undumpable=ready.get("undumpable"))
+    if ready.get("undumpable") is not True:
+        # Without it the candidate's process could write into the tests' process's memory.
+        raise SandboxUnavailable(
+            "the sandbox's harness could not make itself non-dumpable (prctl PR_SET_DUMPABLE "
+            "through _ctypes): check that the sandbox interpreter has its _ctypes module"
+        )
     common = {"seconds": seconds, "output": output, "output_bytes": channel.output_bytes}
     broken = next((r for r in records if r.get("event") == "tests_error"), None)
     if broken is not None and clean:
@@ -371,4 +387,7 @@ def run_sandboxed(
         results = _step_results(steps, records if clean else [], "crash", why)
         return SandboxResult("crashed", results, why, info=info, **common)
     results = _step_results(steps, records, "crash", "no result reported for this test")
+    unsupported = next((r for r in results if r.error_class == "tests_unsupported"), None)
+    if unsupported is not None:  # the tests pass something that cannot cross: their fault
+        return SandboxResult("tests_error", results, unsupported.message, info=info, **common)
     return SandboxResult("completed", results, "", info=info, **common)
