@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         description="Address of an existing Ray cluster (ray://host:10001 or host:6379). "
         "Unset: a local Ray is started in-process.",
     )
+    ray_num_gpus: int | None = Field(
+        default=None,
+        ge=0,
+        description="GPUs the local Ray declares (unset: the GPUs Ray detects). Declaring "
+        "GPUs on a machine without them schedules by them while the models run on CPU: a "
+        "dry run of a GPU spec's placement. Ignored with ray_address.",
+    )
     database_reconnect_s: float = Field(
         default=60.0,
         ge=0,
@@ -73,10 +80,36 @@ class Settings(BaseSettings):
         description="Seconds a generator actor has to answer a health probe, and a fresh one "
         "to finish a 1-token generation before it gets shards.",
     )
+    model_cache_gib: float = Field(
+        default=50.0,
+        ge=0,
+        description="GiB of model trees each node keeps in <data_dir>/model-cache. After "
+        "each fetch, models no live process is using are deleted, least recently used "
+        "first, until the cache fits; models in use are kept even beyond it. Read by the "
+        "workers on each node.",
+    )
     prefect_api_url: str | None = Field(
         default=None,
         description="Prefect API URL, e.g. http://127.0.0.1:4200/api. Unset: a local "
         "Prefect server is started when a flow runs.",
+    )
+    openlineage_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenLineage receiver, e.g. http://localhost:5000 for "
+        "Marquez. Set: every stage of a round sends START / COMPLETE / FAIL run events "
+        "there from the flow process (docs/openlineage.md). Unset: no events.",
+    )
+    openlineage_endpoint: str = Field(
+        default="api/v1/lineage",
+        description="Path of the receiver's lineage endpoint, joined to openlineage_url.",
+    )
+    openlineage_namespace: str = Field(
+        default="dataflywheel",
+        description="OpenLineage namespace of the flywheel's jobs and datasets; give each "
+        "database its own when several report to one receiver (run ids repeat).",
+    )
+    openlineage_api_key: SecretStr | None = Field(
+        default=None, description="Bearer token for the OpenLineage receiver, if it wants one."
     )
     test_pause_at: str | None = Field(
         default=None,
@@ -94,6 +127,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "FLYWHEEL_DATABASE_URL must be a PostgreSQL URL "
                 "(postgresql+psycopg://user:pass@host:5432/db); other databases are not supported"
+            )
+        return value
+
+    @field_validator("openlineage_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "FLYWHEEL_OPENLINEAGE_URL must be an http(s) URL of an OpenLineage receiver "
+                "(e.g. http://localhost:5000 for Marquez); unset it to send no events"
             )
         return value
 

@@ -3,7 +3,8 @@
 Runs in: the CLI process (``flywheel db ...``), the test suite and the docker-compose
 ``migrate`` one-shot service. The URL comes from the Alembic config's
 ``sqlalchemy.url`` when the caller set it, else from ``FLYWHEEL_DATABASE_URL``, else from
-the embedded server.
+the embedded server. After any revision is applied (up or down), the read-only analysts'
+grants are applied again where their group role exists (:mod:`dataflywheel.db.readers`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from alembic import context
 
 from dataflywheel.config import Settings
+from dataflywheel.db import readers
 from dataflywheel.db.models import Base
 from dataflywheel.db.session import make_engine, resolve_database_url
 
@@ -42,9 +44,20 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    steps: list[object] = []
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        on_version_apply=lambda **kw: steps.append(kw["step"]),
+    )
     with context.begin_transaction():
         context.run_migrations()
+        if steps:
+            # Readers' grants are an explicit list applied afresh: a table a revision added
+            # stays private unless readers.READABLE names it, one a revision dropped leaves
+            # nothing behind. In the migration's transaction, so both commit together.
+            readers.reapply_grants(connection)
 
 
 if context.is_offline_mode():

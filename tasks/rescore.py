@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, Literal
 
 from prefect import task
@@ -27,7 +28,7 @@ from dataflywheel.rounds import shards as sharding
 from dataflywheel.spec import RunSpec, VerifierConfig
 from dataflywheel.verifiers import build
 from tasks import context
-from workers.driver import scoring
+from workers.driver import placement, scoring
 from workers.driver.sharded import submit_sharded
 
 Purpose = Literal["train", "eval", "baseline"]
@@ -112,12 +113,19 @@ def rescore_samples(
         prompts = samples.prompt_payloads(session, [s.prompt_id for s in todo])
         models = scoring.scoring_models(session, [config], [s.id for s in todo])
 
-    shards = sharding.by_prompt(todo)
+    # A shard never mixes rounds or purposes: score_shard groups a shard's samples by
+    # prompt, and a majority vote must not pool two models' answers to one prompt.
+    shards = [
+        shard
+        for _, part in groupby(todo, key=lambda s: (s.round_id, s.purpose))
+        for shard in sharding.by_prompt(part)
+    ]
     inserted = 0
 
     def submit(index: int) -> Any:
         shard = shards[index]
-        return score_shard.remote([config], sharding.prompts_of(shard, prompts), shard, models)
+        task = score_shard.options(**placement.scorer_options([config]))
+        return task.remote([config], sharding.prompts_of(shard, prompts), shard, models)
 
     def finish(index: int, result: tuple[list[dict[str, Any]], str, float]) -> None:
         nonlocal inserted

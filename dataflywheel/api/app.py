@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from dataflywheel import __version__
 from dataflywheel.api import errors
 from dataflywheel.api.config import ApiConfig
-from dataflywheel.api.routes import artifacts, health, runs, samples, ui
+from dataflywheel.api.routes import artifacts, exports, health, runs, samples, ui
 from dataflywheel.config import Settings
 from dataflywheel.db.session import make_engine, resolve_database_url
 from dataflywheel.prefect_server import configured_api_url
@@ -53,6 +53,7 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(samples.router)
     app.include_router(artifacts.router)
+    app.include_router(exports.router)
     app.include_router(ui.router)
 
     return app

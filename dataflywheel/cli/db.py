@@ -1,17 +1,26 @@
-"""``flywheel db …``: schema migrations and the embedded PostgreSQL.
+"""``flywheel db …``: schema migrations, the embedded PostgreSQL, read-only roles for analysts.
 
 Runs in: the user's shell (the CLI process).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from dataflywheel.cli.common import CommandError, err, friendly_errors, out, settings
 
-app = typer.Typer(help="Schema migrations and the embedded PostgreSQL.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+R = TypeVar("R")
+
+app = typer.Typer(
+    help="Schema migrations, the embedded PostgreSQL, read-only roles for analysts.",
+    no_args_is_help=True,
+)
 
 
 @app.command("upgrade")
@@ -134,3 +143,84 @@ def db_status() -> None:
         out.print(f"embedded PostgreSQL in {settings_.embedded_pgdata}: stopped")
         raise typer.Exit(3)
     out.print(f"embedded PostgreSQL in {server.pgdata}: running (pid {server.pid})")
+
+
+def _as_admin(work: Callable[[Session], R], *, needs_schema: bool) -> tuple[str, R]:
+    """Run ``work`` in one transaction on the configured database; return the database URL
+    and what ``work`` returned. Refusals and missing privileges become one-line errors."""
+    import psycopg
+    import sqlalchemy as sa
+
+    from dataflywheel.db import migrate, readers
+    from dataflywheel.db.session import engine_from_settings, session_scope
+
+    engine = engine_from_settings(settings())
+    try:
+        if needs_schema and migrate.current(engine) is None:
+            raise CommandError("the database has no schema yet: run `flywheel db upgrade` first")
+        with session_scope(engine) as session:
+            result = work(session)
+        return engine.url.render_as_string(hide_password=False), result
+    except readers.ReaderError as exc:
+        raise CommandError(str(exc)) from None
+    except (psycopg.errors.InsufficientPrivilege, sa.exc.ProgrammingError) as exc:
+        # Raised by psycopg directly (the role statements) or wrapped by SQLAlchemy.
+        cause = exc.orig if isinstance(exc, sa.exc.ProgrammingError) else exc
+        if not isinstance(cause, psycopg.errors.InsufficientPrivilege):
+            raise
+        raise CommandError(
+            f"{cause.diag.message_primary}: the configured database user must be able to "
+            "create roles (superuser, or CREATEROLE) and own the flywheel tables; set "
+            "FLYWHEEL_DATABASE_URL to such a user for this command"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+@app.command("grant-reader")
+@friendly_errors
+def db_grant_reader(
+    name: Annotated[str, typer.Argument(help="The analyst's role name (lowercase).")],
+    password: Annotated[
+        str | None,
+        typer.Option(help="Set this password (an existing one is kept when omitted)."),
+    ] = None,
+    show_password: Annotated[
+        bool, typer.Option(help="Put the password in the printed URL.")
+    ] = False,
+) -> None:
+    """Create or update NAME, a role that can only read the lineage tables, and print its
+    connection URL. Needs a database user that may create roles and owns the tables."""
+    from dataflywheel.db import readers
+
+    url, created = _as_admin(
+        lambda session: readers.grant_reader(session, name, password), needs_schema=True
+    )
+    err.print(
+        f"{'created' if created else 'updated'} read-only role {name} (member of "
+        f"{readers.READERS_GROUP}); it reads {', '.join(readers.READABLE)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not settings().database_url:
+        err.print(
+            "embedded PostgreSQL: reachable only on this machine, through its Unix socket (no "
+            "TCP port), and it trusts every connection made there: no password is checked "
+            "(docs/lineage.md, read-only access)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    print(readers.reader_url(url, name, password if show_password else None))
+
+
+@app.command("revoke-reader")
+@friendly_errors
+def db_revoke_reader(
+    name: Annotated[str, typer.Argument(help="The reader role to drop.")],
+) -> None:
+    """Drop NAME, a read-only role made by grant-reader (roles are server-wide: this removes
+    it from every database on the server)."""
+    from dataflywheel.db import readers
+
+    _, dropped = _as_admin(lambda session: readers.revoke_reader(session, name), needs_schema=False)
+    out.print(f"dropped role {name}" if dropped else f"no role {name}; nothing to revoke")

@@ -1,12 +1,12 @@
 """The ``flywheel`` command: the app and where each command group is registered.
 
 Runs in: the user's shell (the CLI process). One module per command group beside this one
-(``db``, ``store``, ``server``, ``runs``, ``ops``, ``report``, ``rescore``, ``control``,
-``doctor``, ``local_services``); what they share (consoles, error handling, the schema check)
-is ``common``, and the life of a command that runs flows is ``flow_env``. Every command
-resolves its settings from the environment (``FLYWHEEL_*``), turns our own error types into
-one readable message with a non-zero exit status, and never prints a stack trace for a
-configuration mistake.
+(``db``, ``store``, ``server``, ``runs``, ``plan``, ``ops``, ``report``, ``rescore``,
+``export``, ``control``, ``doctor``, ``local_services``); what they share (consoles, error
+handling, the schema check) is ``common``, and the life of a command that runs flows is
+``flow_env``. Every command resolves its settings from the environment (``FLYWHEEL_*``), turns
+our own error types into one readable message with a non-zero exit status, and never prints a
+stack trace for a configuration mistake.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from dataflywheel.cli import (
     control,
     db,
     doctor,
+    export,
     local_services,
     ops,
+    plan,
     report,
     rescore,
     runs,
@@ -50,8 +52,10 @@ def main(
 app.add_typer(db.app, name="db")
 app.add_typer(store.app, name="store")
 app.add_typer(server.app, name="server")
+app.add_typer(export.app, name="export")
 for _module, _names in (
     (runs, ("run", "resume")),
+    (plan, ("plan",)),
     (report, ("runs", "report", "lineage")),
     (ops, ("check", "replay", "diff")),
     (rescore, ("rescore",)),

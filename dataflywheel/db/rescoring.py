@@ -87,30 +87,47 @@ def samples_to_score(
     version: str,
     *,
     whole_prompts: bool = False,
-) -> list[sa.Row[tuple[int, int, int, str]]]:
+) -> list[sa.Row[tuple[int, int, int, str, int, str]]]:
     """The selected samples without a score of ``verifier`` at ``version``, as rows of
-    (id, prompt_id, sample_index, text) in (round, prompt, sample index) order.
+    (id, prompt_id, sample_index, text, round_id, purpose) in (round, purpose, prompt,
+    sample index) order.
 
     With ``whole_prompts`` (a group verifier such as a majority vote, which compares a
-    prompt's samples with each other), every selected sample of a prompt that has any
-    sample missing, scored or not.
+    prompt's samples with each other), every selected sample of a prompt's group that has
+    any sample missing, scored or not. A group is one prompt's samples of one round and
+    purpose: the same prompt in another round (another model) or purpose (round 0's baseline
+    and eval samples answer the same held-out prompts with two models) is another vote.
     """
     missing = ~_scored(verifier, version)
-    columns = (Sample.id, Sample.prompt_id, Sample.sample_index, Sample.text)
+    columns = (
+        Sample.id,
+        Sample.prompt_id,
+        Sample.sample_index,
+        Sample.text,
+        Sample.round_id,
+        Sample.purpose,
+    )
     query = sa.select(*columns).join(Round, Round.id == Sample.round_id)
     query = query.where(*selection.where())
     if whole_prompts:
         # A window over one scan, not a self-join on prompt_id: right after a round's COPY,
         # before autovacuum has analyzed the tables, the planner ran the self-join as a
         # nested loop, quadratic in the run's samples.
-        flag = sa.func.bool_or(missing).over(partition_by=Sample.prompt_id)
-        rows = query.add_columns(Sample.round_id, flag.label("prompt_missing")).subquery()
-        query = sa.select(rows.c.id, rows.c.prompt_id, rows.c.sample_index, rows.c.text)
-        query = query.where(rows.c.prompt_missing)
-        order = (rows.c.round_id, rows.c.prompt_id, rows.c.sample_index)
+        group = (Sample.round_id, Sample.purpose, Sample.prompt_id)
+        flag = sa.func.bool_or(missing).over(partition_by=group)
+        rows = query.add_columns(flag.label("group_missing")).subquery()
+        query = sa.select(
+            rows.c.id,
+            rows.c.prompt_id,
+            rows.c.sample_index,
+            rows.c.text,
+            rows.c.round_id,
+            rows.c.purpose,
+        ).where(rows.c.group_missing)
+        order = (rows.c.round_id, rows.c.purpose, rows.c.prompt_id, rows.c.sample_index)
     else:
         query = query.where(missing)
-        order = (Sample.round_id, Sample.prompt_id, Sample.sample_index)
+        order = (Sample.round_id, Sample.purpose, Sample.prompt_id, Sample.sample_index)
     return list(session.execute(query.order_by(*order)).all())
 
 

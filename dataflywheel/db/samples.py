@@ -117,33 +117,68 @@ def selection_samples(
     )
 
 
-def selection_scores(session: Session, round_id: int) -> list[Score]:
-    """Every score of the round's training samples."""
+def _one_score_per_verifier(versions: dict[str, str]) -> tuple[Any, ...]:
+    """ORDER BY for ``DISTINCT ON (sample_id, verifier)``: a sample scored by several
+    versions of a verifier (a rescore after a code change) counts once, with the score of
+    the version the run's verifiers have now, else the newest score. Without this the
+    stage read whichever row the database returned last."""
+    current = sa.case(
+        *((Score.verifier == name, Score.verifier_version == v) for name, v in versions.items()),
+        else_=sa.false(),
+    )
+    return (Score.sample_id, Score.verifier, current.desc(), Score.id.desc())
+
+
+def selection_scores(session: Session, round_id: int, versions: dict[str, str]) -> list[Score]:
+    """One score per verifier of each of the round's training samples (``versions``: the
+    run's verifier name → current version; see :func:`_one_score_per_verifier`)."""
     return list(
         session.execute(
             sa.select(Score)
             .join(Sample, Sample.id == Score.sample_id)
             .where(Sample.round_id == round_id, Sample.purpose == "train")
+            .distinct(Score.sample_id, Score.verifier)
+            .order_by(*_one_score_per_verifier(versions))
         ).scalars()
     )
 
 
 def evaluation_samples(
-    session: Session, round_id: int, purpose: str, checkpoint_id: int, verifier: str
+    session: Session,
+    round_id: int,
+    purpose: str,
+    checkpoint_id: int,
+    verifier: str,
+    version: str,
 ) -> list[sa.Row[tuple[int, int, bool | None, str, int | None]]]:
     """The checkpoint's samples of ``purpose`` in the round that ``verifier`` scored, as rows
     of (prompt_id, sample id, passed, status, the prompt's difficulty), in (prompt, sample
-    index) order."""
+    index) order; one row per sample (``version`` preferred: :func:`_one_score_per_verifier`)."""
+    current = _one_score_per_verifier({verifier: version})[2]
+    one = (
+        sa.select(
+            Sample.prompt_id,
+            Sample.sample_index,
+            Sample.id,
+            Score.passed,
+            Score.status,
+            Prompt.difficulty,
+        )
+        .join(Score, (Score.sample_id == Sample.id) & (Score.verifier == verifier))
+        .join(Prompt, Prompt.id == Sample.prompt_id)
+        .where(
+            Sample.round_id == round_id,
+            Sample.purpose == purpose,
+            Sample.checkpoint_id == checkpoint_id,
+        )
+        .distinct(Sample.id)
+        .order_by(Sample.id, current, Score.id.desc())
+        .subquery()
+    )
     return list(
         session.execute(
-            sa.select(Sample.prompt_id, Sample.id, Score.passed, Score.status, Prompt.difficulty)
-            .join(Score, (Score.sample_id == Sample.id) & (Score.verifier == verifier))
-            .join(Prompt, Prompt.id == Sample.prompt_id)
-            .where(
-                Sample.round_id == round_id,
-                Sample.purpose == purpose,
-                Sample.checkpoint_id == checkpoint_id,
-            )
-            .order_by(Sample.prompt_id, Sample.sample_index)
+            sa.select(
+                one.c.prompt_id, one.c.id, one.c.passed, one.c.status, one.c.difficulty
+            ).order_by(one.c.prompt_id, one.c.sample_index)
         ).all()
     )

@@ -1,11 +1,15 @@
 """A real run end to end: a tiny model, embedded Postgres, the local store, local Ray and a
 real Prefect server; then the exact rows it must leave behind, the artifacts each round
-published on the Prefect server, and proof that a retried round and a resumed run redo no
-finished work (the ledger skips it; Prefect persists and caches no result)."""
+published on the Prefect server, the OpenLineage events a local receiver got (START then
+COMPLETE for the run, each round and each stage, naming the rows' digests and counts), and
+proof that a retried round and a resumed run redo no finished work (the ledger skips it;
+Prefect persists and caches no result)."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,12 +20,29 @@ import yaml
 from dataflywheel.config import Settings
 from dataflywheel.db.session import make_engine
 from dataflywheel.spec import RunSpec, load_spec
+from tests.openlineage_support import Receiver, assert_valid
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def receiver(flywheel_env: Settings) -> Iterator[Receiver]:
+    """An OpenLineage receiver the run reports to (flywheel_env restores the environment)."""
+    from tasks import context
+
+    with Receiver() as found:
+        os.environ["FLYWHEEL_OPENLINEAGE_URL"] = found.url
+        context.reset()
+        yield found
+
+
 def test_two_rounds_leave_exactly_the_expected_rows(
-    flywheel_env: Settings, tiny_spec: dict, db_url: str, tmp_path: Path, prefect_api: str
+    flywheel_env: Settings,
+    receiver: Receiver,
+    tiny_spec: dict,
+    db_url: str,
+    tmp_path: Path,
+    prefect_api: str,
 ) -> None:
     # The session's Prefect server is shared with other tests whose runs have the same ids in
     # their own databases: look only at what this test created.
@@ -30,8 +51,10 @@ def test_two_rounds_leave_exactly_the_expected_rows(
     spec_file.write_text(yaml.safe_dump(tiny_spec))
     spec: RunSpec = load_spec(spec_file)
     from flows.flywheel_run import flywheel_run
+    from tasks import lineage
 
     run_id = flywheel_run(spec)
+    _check_lineage(receiver.events, db_url, run_id)
 
     engine = make_engine(db_url)
     with engine.connect() as conn:
@@ -138,8 +161,15 @@ def test_two_rounds_leave_exactly_the_expected_rows(
     from flows.flywheel_round import flywheel_round
 
     before, attempts = _row_counts(db_url), _shard_attempts(db_url, run_id)
+    sent = len(receiver.events)
     flywheel_round(run_id, 2)
     assert _row_counts(db_url) == before and _shard_attempts(db_url, run_id) == attempts
+    # Its lineage is the round's again: the same round run, new runs of its stages.
+    assert lineage.flush(5)
+    again = receiver.events[sent:]
+    assert [(e["job"]["name"], e["eventType"]) for e in again] == _round_events(run_id, 2)
+    first = next(e for e in receiver.events if e["job"]["name"] == f"run-{run_id}.round-2")
+    assert again[0]["run"]["runId"] == first["run"]["runId"]
     retried = _flow_runs(prefect_api, f"run {run_id} round 2", since)[-1]
     states = _task_states(prefect_api, retried)
     assert {"generate_samples", "score_samples", "train_checkpoint", "finish_round"} <= set(states)
@@ -149,14 +179,117 @@ def test_two_rounds_leave_exactly_the_expected_rows(
 
     # A resume (a new flow run of the finished run) skips every finished round: no stage
     # task runs at all, and nothing changes.
+    sent = len(receiver.events)
     flywheel_run(spec, run_id=run_id)
     assert _row_counts(db_url) == before and _shard_attempts(db_url, run_id) == attempts
+    assert [(e["job"]["name"], e["eventType"]) for e in receiver.events[sent:]] == [
+        (f"run-{run_id}", "START"),
+        (f"run-{run_id}", "COMPLETE"),
+    ]
     resumed = _flow_runs(prefect_api, spec.name, since)[-1]
     assert set(_task_states(prefect_api, resumed)) == {
         "prepare_base_model",
         "round_finished",
         "finish_run",
     }
+
+
+def _round_events(run_id: int, index: int, baseline: bool = False) -> list[tuple[str, str]]:
+    """(job, event type) of round ``index``'s events in order: the round, then each stage
+    (first the base model's evaluation, with ``baseline``)."""
+    stages = ["evaluate_baseline"] if baseline else []
+    stages += (["generate", "verify"] if index else []) + ["select", "train", "evaluate", "promote"]
+    job = f"run-{run_id}.round-{index}"
+    pairs = [(f"{job}.{s}", t) for s in stages for t in ("START", "COMPLETE")]
+    return [(job, "START"), *pairs, (job, "COMPLETE")]
+
+
+def _check_lineage(events: list[dict], db_url: str, run_id: int) -> None:
+    """The run's OpenLineage events, in order, valid, linked to their parents, and naming
+    the digests and counts the database holds; each round's generation reads the checkpoint
+    the round before trained."""
+    run_job = f"run-{run_id}"
+    assert [(e["job"]["name"], e["eventType"]) for e in events] == [
+        (run_job, "START"),
+        *[pair for index in range(3) for pair in _round_events(run_id, index, index == 0)],
+        (run_job, "COMPLETE"),
+    ]
+    events = [assert_valid(e) for e in events]
+    run_uuid = events[0]["run"]["runId"]
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        q = lambda sql: conn.execute(sa.text(sql), {"r": run_id}).all()  # noqa: E731
+        (spec_hash,) = q("SELECT spec_hash FROM runs WHERE id = :r")[0]
+        checkpoints = dict(
+            q(
+                "SELECT r.index, c.digest FROM checkpoints c JOIN rounds r ON r.id = c.round_id "
+                "WHERE c.run_id = :r"
+            )
+        )
+        datasets = {
+            i: (d, n)
+            for i, d, n in q(
+                "SELECT r.index, d.digest, d.row_count FROM datasets d JOIN rounds r "
+                "ON r.id = d.round_id WHERE d.run_id = :r"
+            )
+        }
+        primary = dict(
+            q(
+                "SELECT r.index, e.primary_value FROM evaluations e JOIN checkpoints c ON "
+                "c.id = e.checkpoint_id JOIN rounds r ON r.id = c.round_id WHERE c.run_id = :r"
+            )
+        )
+        versions = set(q("SELECT DISTINCT verifier, verifier_version FROM scores"))
+    engine.dispose()
+
+    rounds = {
+        e["job"]["name"]: e["run"]["runId"] for e in events if e["job"]["name"].count(".") == 1
+    }
+    complete = {e["job"]["name"]: e for e in events if e["eventType"] == "COMPLETE"}
+    for event in events:
+        facets = event["run"]["facets"]
+        assert facets["dataflywheel"]["specHash"] == spec_hash
+        name = event["job"]["name"]
+        if name != run_job:  # a round below the run, a stage below its round
+            parent = facets["parent"]
+            above = name.rsplit(".", 1)[0]
+            assert parent["job"]["name"] == above and parent["root"]["run"]["runId"] == run_uuid
+            assert parent["run"]["runId"] == (run_uuid if above == run_job else rounds[above])
+
+    def datasets_of(index: int, stage: str, side: str) -> dict[str, dict]:
+        return {d["name"]: d for d in complete[f"{run_job}.round-{index}.{stage}"][side]}
+
+    for index in range(3):
+        root = f"run-{run_id}/round-{index}"
+        trained = datasets_of(index, "train", "outputs")[f"{root}/checkpoint"]
+        assert trained["facets"]["version"]["datasetVersion"] == checkpoints[index]
+        selected = datasets_of(index, "select", "outputs")[f"{root}/dataset/train"]
+        assert selected["facets"]["version"]["datasetVersion"] == datasets[index][0]
+        assert selected["outputFacets"]["outputStatistics"]["rowCount"] == datasets[index][1]
+        assert f"{root}/dataset/train" in datasets_of(index, "train", "inputs")
+        evaluation = datasets_of(index, "evaluate", "outputs")[f"{root}/evaluation/heldout"]
+        assert evaluation["facets"]["dataflywheel_evaluation"]["primaryValue"] == primary[index]
+        if index == 0:  # the warm-up: labelled prompts in, and the base model's baseline
+            assert set(datasets_of(0, "select", "inputs")) == {"prompts/addition/train"}
+            assert f"run-{run_id}/base/checkpoint" in datasets_of(0, "train", "inputs")
+            baseline = datasets_of(0, "evaluate_baseline", "outputs")
+            assert f"run-{run_id}/base/evaluation/heldout" in baseline
+            continue
+        # Round K generates with the checkpoint round K-1 trained (promoted: max_drop 1.0).
+        before = f"run-{run_id}/round-{index - 1}/checkpoint"
+        generate_in = datasets_of(index, "generate", "inputs")
+        assert before in generate_in and before in datasets_of(index - 1, "train", "outputs")
+        assert generate_in[before]["facets"]["version"]["datasetVersion"] == checkpoints[index - 1]
+        assert "prompts/addition/train" in generate_in
+        (samples,) = datasets_of(index, "generate", "outputs").values()
+        assert samples["outputFacets"]["outputStatistics"]["rowCount"] == 36
+        assert set(datasets_of(index, "verify", "inputs")) == {samples["name"]}
+        (scores,) = datasets_of(index, "verify", "outputs").values()
+        tallies = scores["facets"]["dataflywheel_verifiers"]["verifiers"]
+        assert {(v["name"], v["version"]) for v in tallies} <= versions
+        assert {v["name"] for v in tallies} == {"exact_answer", "majority_vote"}
+        assert all(v["scores"] == 36 for v in tallies)
+        assert set(datasets_of(index, "select", "inputs")) == {samples["name"], scores["name"]}
 
 
 def _flow_runs(prefect_api: str, name: str, since: datetime) -> list:

@@ -163,9 +163,9 @@ def test_a_run_larger_than_the_parameter_limit_is_selected_and_tallied_exactly(
                 key for key in layout if key[1] in purposes and round_index in (None, key[0])
             ]
             missing = [key for key in selected if layout[key] is None]
-            if whole_prompts:
-                prompts = {key[2] for key in missing}
-                expected = [key for key in selected if key[2] in prompts]
+            if whole_prompts:  # a group: one prompt's samples of one round and purpose
+                groups = {key[:3] for key in missing}
+                expected = [key for key in selected if key[:3] in groups]
             else:
                 expected = missing
 
@@ -177,8 +177,12 @@ def test_a_run_larger_than_the_parameter_limit_is_selected_and_tallied_exactly(
             )
             assert sorted(r.id for r in rows) == sorted(built.samples[k] for k in expected), case
             key_of = {built.samples[k]: k for k in expected}
-            order = [(built.round_ids[key_of[r.id][0]], r.prompt_id, r.sample_index) for r in rows]
-            assert order == sorted(order), case  # whole prompts stay together, in order
+            order = [
+                (built.round_ids[key_of[r.id][0]], key_of[r.id][1], r.prompt_id, r.sample_index)
+                for r in rows
+            ]
+            assert order == sorted(order), case  # whole groups stay together, in order
+            assert all((r.round_id, r.purpose) == order[i][:2] for i, r in enumerate(rows)), case
             assert all(
                 r.prompt_id == built.prompt_ids[key_of[r.id][2]]
                 and r.text == f"{key_of[r.id][2]}/{r.sample_index}"

@@ -58,3 +58,22 @@ def test_normalize_url_refuses_other_databases() -> None:
 def test_redact_hides_the_password() -> None:
     assert "s3cret" not in redact("postgresql://u:s3cret@h:5432/d")
     assert redact("postgresql://u:s3cret@h:5432/d").startswith("postgresql://u:***@h:5432")
+
+
+def test_openlineage_is_off_by_default_its_key_secret_its_url_checked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env
+    for var in ("FLYWHEEL_OPENLINEAGE_URL", "FLYWHEEL_OPENLINEAGE_NAMESPACE"):
+        monkeypatch.delenv(var, raising=False)
+    settings = Settings()
+    assert settings.openlineage_url is None and settings.openlineage_namespace == "dataflywheel"
+    monkeypatch.setenv("FLYWHEEL_OPENLINEAGE_URL", "http://marquez:5000")
+    monkeypatch.setenv("FLYWHEEL_OPENLINEAGE_API_KEY", "hunter2")
+    settings = Settings()
+    assert settings.openlineage_url == "http://marquez:5000"
+    assert settings.openlineage_endpoint == "api/v1/lineage"
+    assert "hunter2" not in repr(settings)
+    monkeypatch.setenv("FLYWHEEL_OPENLINEAGE_URL", "marquez:5000")
+    with pytest.raises(ValidationError, match="FLYWHEEL_OPENLINEAGE_URL must be an http"):
+        Settings()
