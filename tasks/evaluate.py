@@ -3,7 +3,9 @@
 Runs in: Prefect task (flow process). The samples were drawn (``generate_samples``) and
 scored (``score_samples``) with purpose ``eval`` (the round's candidate) or ``baseline`` (the
 run's base model, once); this task turns the evaluation verifier's verdicts into per-prompt
-results and the spec's metrics, and records them once per checkpoint and eval set.
+results and the spec's metrics, and records them once per checkpoint and eval set. A
+curriculum with ``gate: top_level`` always gets ``per_difficulty_accuracy`` too: its gate
+reads it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from prefect.cache_policies import NO_CACHE
 
 from dataflywheel import faults
 from dataflywheel.db import checkpoints, queries, samples
-from dataflywheel.metrics import PromptResult, summarise
-from dataflywheel.rounds.plan import EVAL_SET
+from dataflywheel.metrics import PromptResult, per_difficulty_accuracy, summarise
+from dataflywheel.rounds.plan import EVAL_SET, per_level_eval, verifier_versions
 from tasks import context
 
 
@@ -39,9 +41,11 @@ def evaluate_checkpoint(round_id: int, checkpoint_id: int, purpose: str = "eval"
         existing = checkpoints.evaluation_of(session, checkpoint_id, EVAL_SET)
         if existing is not None:
             return existing.primary_value
+        versions = verifier_versions(spec)
         rows = samples.evaluation_samples(
-            session, round_id, purpose, checkpoint_id, spec.eval_verifier
-        )
+            session, round_id, purpose, checkpoint_id, spec.eval_verifier,
+            versions[spec.eval_verifier],
+        )  # fmt: skip
         if not rows:
             raise RuntimeError(
                 f"checkpoint {checkpoint_id}: no scored {purpose} samples in round {round_id}; "
@@ -62,6 +66,9 @@ def evaluate_checkpoint(round_id: int, checkpoint_id: int, purpose: str = "eval"
         ]
         ev = spec.evaluation
         metrics = summarise(results, ev.metrics, ev.k)
+        if per_level_eval(spec) and "per_difficulty_accuracy" not in metrics:
+            # The curriculum's top_level gate reads it (rounds/curriculum.py).
+            metrics["per_difficulty_accuracy"] = per_difficulty_accuracy(results)
         metrics = {**metrics, "k": ev.k, "prompts": len(results), "samples": len(rows)}
         metrics["unscorable"] = unscorable
         primary = float(metrics[ev.primary])

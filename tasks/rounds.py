@@ -1,7 +1,8 @@
 """Round bookkeeping: open a round, name its generating checkpoint, close it with a manifest.
 
 Runs in: Prefect task (flow process). ``start_round`` fixes the round's seed and curriculum
-band (from the previous round's result), ``finish_round`` writes the reproducibility
+band (from the previous round's result: ``rounds/curriculum.py`` decides, the manifest records
+the decision and the per-level accuracies it read), ``finish_round`` writes the reproducibility
 manifest (``dataflywheel.rounds.manifest``: spec hash, seeds, code and package versions,
 verifier versions, input and output digests; stage timings beside it) to the database and,
 content-addressed, to the object store, then publishes two Prefect artifacts on the round's
@@ -14,6 +15,7 @@ newest and keeps one version per finished round.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -23,7 +25,7 @@ from sqlalchemy.orm import Session
 from dataflywheel import faults
 from dataflywheel.db import checkpoints, queries
 from dataflywheel.prompts import canonical_json
-from dataflywheel.rounds import manifest, plan
+from dataflywheel.rounds import curriculum, manifest, plan
 from dataflywheel.spec import RunSpec, derive_seed
 from tasks import context
 
@@ -45,24 +47,36 @@ def start_round(run_id: int, index: int) -> int:
         )
         rnd = queries.get_round(session, round_id)
         if not (rnd.manifest or {}).get("curriculum"):
-            band = plan.initial_band(spec)
-            previous = queries.round_by_index(session, run_id, index - 1)
-            if previous is not None and previous.manifest and "curriculum" in previous.manifest:
-                c = previous.manifest["curriculum"]
-                incumbent = checkpoints.last_promoted(session, run_id, index)
-                evaluation = checkpoints.evaluation_of(session, incumbent.id, plan.EVAL_SET)
-                band = plan.next_band(
-                    spec,
-                    (c["min_difficulty"], c["max_difficulty"]),
-                    evaluation.primary_value if evaluation else None,
-                )
             queries.merge_round_manifest(
-                session,
-                round_id,
-                {"curriculum": {"min_difficulty": band[0], "max_difficulty": band[1]}},
+                session, round_id, {"curriculum": _band_entry(session, spec, run_id, index)}
             )
         queries.set_round_status(session, round_id, "running")
         return round_id
+
+
+def _band_entry(session: Session, spec: RunSpec, run_id: int, index: int) -> dict[str, Any]:
+    """Round ``index``'s curriculum band, decided from the previous round's band and the
+    incumbent's evaluation, with what the decision read (the manifest's ``curriculum``)."""
+    band = plan.initial_band(spec)
+    previous = queries.round_by_index(session, run_id, index - 1)
+    c = (previous.manifest or {}).get("curriculum") if previous is not None else None
+    if c:
+        band = (c["min_difficulty"], c["max_difficulty"])
+    if spec.curriculum is None:
+        return {"min_difficulty": band[0], "max_difficulty": band[1]}
+    if not c:
+        return curriculum.Step(band, "start", "the prompts' band").manifest()
+    incumbent = checkpoints.last_promoted(session, run_id, index)
+    evaluation = checkpoints.evaluation_of(session, incumbent.id, plan.EVAL_SET)
+    levels = (evaluation.metrics or {}).get("per_difficulty_accuracy") if evaluation else None
+    step = curriculum.next_step(
+        spec.curriculum,
+        band,
+        primary=evaluation.primary_value if evaluation else None,
+        levels=levels if isinstance(levels, dict) else None,
+        previous_levels=c.get("levels"),
+    )
+    return step.manifest()
 
 
 @task(name="round_finished", persist_result=False, cache_policy=NO_CACHE)

@@ -255,6 +255,14 @@ def _capacity(family: Family, level: int, split: Split, by_fact: bool) -> int:
     return family.level_size(level) * share // (4000 if by_fact else 2000)
 
 
+def level_capacity(
+    family: str, level: int, split: Split, fixed_width: int | None = None, by_fact: bool = False
+) -> int:
+    """How many distinct ``split`` problems :func:`generate` can draw at one ``level``."""
+    fam = FIXED_WIDTH_ADDITION if fixed_width is not None else FAMILIES[family]
+    return _capacity(fam, level, split, by_fact)
+
+
 def _problems(
     family: Family, level: int, split: Split, count: int, rng: random.Random, by_fact: bool
 ) -> list[Problem]:

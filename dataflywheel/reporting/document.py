@@ -16,7 +16,10 @@ unknown value is ``null``)::
         "index": int, "warmup": bool, "status": str,
         "started_at", "finished_at", "seconds": float | null,
         "stage_seconds": {"generate": float, "verify": ..., ...},   # as the manifest records
-        "curriculum": {"min_difficulty", "max_difficulty"} | null,
+        "curriculum": {"min_difficulty", "max_difficulty",   # the band the round sampled
+                       "decision": "start" | "climb" | "hold", "reason": str,
+                       "levels": {level: float}} | null,   # accuracies the decision read
+        "level_accuracy": {level: float} | null,   # this round's checkpoint, per level
         "prompts": int, "samples": int,
         "verifiers": [{"name", "version", "passed", "failed", "unscorable",
                        "pass_rate": float | null}],
@@ -107,6 +110,7 @@ def _round_json(r: RoundReport) -> dict[str, Any]:
         "seconds": r.seconds,
         "stage_seconds": r.stage_seconds,
         "curriculum": r.curriculum,
+        "level_accuracy": r.level_accuracy,
         "prompts": r.prompts,
         "samples": r.samples,
         "verifiers": [

@@ -89,6 +89,22 @@ def _round_label(r: RoundReport) -> str:
     return f"{r.index} (warm-up)" if r.warmup else str(r.index)
 
 
+def _band(r: RoundReport) -> str:
+    c = r.curriculum or {}
+    low, high = c.get("min_difficulty"), c.get("max_difficulty")
+    return DASH if low is None else f"{low}" if low == high else f"{low}-{high}"
+
+
+def _levels_cell(r: RoundReport) -> str:
+    """Accuracy per difficulty level under the primary value (a curriculum's gate reads
+    them), with the round's band when it has a curriculum decision."""
+    levels = r.level_accuracy
+    if not levels:
+        return ""
+    band = f"\nband {_band(r)}" if (r.curriculum or {}).get("decision") else ""
+    return band + "".join(f"\nL{level} {fmt_value(acc)}" for level, acc in levels.items())
+
+
 def table_rows(report: RunReport) -> list[list[str | list[str]]]:
     """One row per round (after a ``base`` row when the base model was evaluated); the pass
     rate cell is a list, one entry per verifier, for each view to join its own way."""
@@ -128,7 +144,7 @@ def table_rows(report: RunReport) -> list[list[str | list[str]]]:
                 _pass_rates(r),
                 kept,
                 fmt_value(r.training.final_loss if r.training else None),
-                fmt_value(r.eval.primary if r.eval else None),
+                fmt_value(r.eval.primary if r.eval else None) + _levels_cell(r),
                 fmt_delta(r.eval.delta if r.eval else None),
                 _promotion(r),
                 fmt_seconds(r.seconds),
@@ -226,6 +242,8 @@ def markdown(report: RunReport, plot: str | None = None) -> str:
         "yield is kept rows / samples seen by selection; Δ is against the parent checkpoint.",
         "",
     ]
+
+    lines += _curriculum_lines(report)
 
     verifier_rows = [
         [
@@ -327,6 +345,36 @@ def markdown(report: RunReport, plot: str | None = None) -> str:
         headers = ["round", *stages, "round total"]
         lines += _md_table(headers, stage_rows, set(range(1, len(headers)))) + [""]
     return "\n".join(lines)
+
+
+def _curriculum_lines(report: RunReport) -> list[str]:
+    """A table of the band each round sampled, the gate's decision, and the round
+    checkpoint's held-out accuracy per level (empty when no round has either)."""
+    shown = [r for r in report.rounds if r.level_accuracy or (r.curriculum or {}).get("decision")]
+    if not shown:
+        return []
+    levels = sorted({lv for r in shown for lv in r.level_accuracy or {}}, key=int)
+    rows = [
+        [
+            _round_label(r),
+            _band(r),
+            str((r.curriculum or {}).get("decision") or DASH),
+            str((r.curriculum or {}).get("reason") or DASH),
+        ]
+        + [fmt_value((r.level_accuracy or {}).get(lv)) for lv in levels]
+        for r in shown
+    ]
+    headers = ["round", "band", "decision", "why", *(f"level {lv}" for lv in levels)]
+    return [
+        "## Difficulty levels",
+        "",
+        *_md_table(headers, rows, set(range(4, len(headers)))),
+        "",
+        "Band: the difficulty levels the round trained on, chosen at its start from the "
+        "incumbent's held-out accuracies; level columns: the round's checkpoint on each "
+        "level's held-out prompts.",
+        "",
+    ]
 
 
 def write_markdown(report: RunReport, path: Path, *, plot: str | None = None) -> Path:

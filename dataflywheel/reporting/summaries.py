@@ -136,6 +136,16 @@ class RoundReport:
         return sum(self.stage_seconds.values()) if self.stage_seconds else None
 
     @property
+    def level_accuracy(self) -> dict[str, float] | None:
+        """The round checkpoint's held-out accuracy per difficulty level (its evaluation's
+        ``per_difficulty_accuracy``, keys as strings), in level order."""
+        levels = self.eval.metrics.get("per_difficulty_accuracy") if self.eval else None
+        if not isinstance(levels, dict):
+            return None
+        ordered = sorted(levels.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0)
+        return {k: float(v) for k, v in ordered if is_number(v)}
+
+    @property
     def promoted(self) -> bool | None:
         if self.training is None or self.training.status not in ("promoted", "rejected"):
             return None

@@ -100,7 +100,10 @@ def _builtin(
     low: int,
     high: int,
     views: bool = False,
+    pad_to: int | None = None,
 ) -> list[Prompt]:
+    """Problems of levels ``low``-``high``, padded as a band whose top is ``pad_to`` (default
+    ``high``) would be."""
     return arithmetic.generate(
         source.family,
         split=split,
@@ -109,15 +112,57 @@ def _builtin(
         min_difficulty=low,
         max_difficulty=high,
         reversed_digits=source.reversed_digits,
-        fixed_width=source.fixed_width,
+        fixed_width=width_of(source, pad_to if pad_to is not None else high),
         commuted_views=views,
     )
 
 
+def width_of(source: BuiltinPromptsSpec, top: int) -> int | None:
+    """The zero-padded operand width of problems drawn from a band whose top level is
+    ``top``: ``prompts.fixed_width``, the band's top with ``fixed_width: band`` (each held-out
+    level is drawn as a band of its own, so it is padded to itself), None unpadded."""
+    return top if source.fixed_width == "band" else source.fixed_width
+
+
+def frontier_split(spec: RunSpec, band: Band) -> tuple[int, int] | None:
+    """(prompts at the band's top level, prompts over its lower levels) when the curriculum
+    draws a round at the frontier (``curriculum.lower_share``); None: spread over the band."""
+    curriculum, n = spec.curriculum, spec.prompts.num_prompts
+    if curriculum is None or curriculum.lower_share is None or band[0] >= band[1] or n is None:
+        return None
+    lower = round(n * curriculum.lower_share)
+    return n - lower, lower
+
+
+def _frontier_prompts(spec: RunSpec, round_index: int, band: Band) -> list[Prompt]:
+    """A round's training prompts drawn at the frontier: ``1 - lower_share`` of them at the
+    band's top level (the level the curriculum just reached), the rest spread over the levels
+    below it, each part with a seed of its own; padded as the whole band would be."""
+    source, (low, high) = spec.prompts, band
+    split = frontier_split(spec, band)
+    assert split is not None and not isinstance(source, HumanEvalPromptsSpec)
+    top, lower = split
+    seeds = [derive_seed(spec.seed, "prompts", round_index, part) for part in ("top", "lower")]
+    if isinstance(source, BuiltinPromptsSpec):
+        views = source.commuted_views
+        out = _builtin(source, "train", top, seeds[0], high, high, views) if top else []
+        if lower:
+            out += _builtin(source, "train", lower, seeds[1], low, high - 1, views, pad_to=high)
+    else:
+        rows = _in_band(_jsonl_rows(source, source.split), low, high)
+        out = _draw([p for p in rows if (p.difficulty or 0) == high], top, seeds[0])
+        out += _draw([p for p in rows if (p.difficulty or 0) < high], lower, seeds[1])
+    random.Random(derive_seed(spec.seed, "prompts", round_index, "order")).shuffle(out)
+    return out
+
+
 def train_prompts(spec: RunSpec, round_index: int, band: Band) -> list[Prompt]:
-    """The round's training prompts: fresh problems drawn from the band with a round seed."""
+    """The round's training prompts: fresh problems drawn from the band with a round seed
+    (at its frontier with ``curriculum.lower_share``: :func:`_frontier_prompts`)."""
     seed = derive_seed(spec.seed, "prompts", round_index)
     source = spec.prompts
+    if frontier_split(spec, band) is not None:
+        return _frontier_prompts(spec, round_index, band)
     if isinstance(source, BuiltinPromptsSpec):
         # Only the rounds' unlabelled problems get views: they exist for the vote.
         views = source.commuted_views
@@ -145,8 +190,54 @@ def warmup_prompts(spec: RunSpec) -> list[Prompt]:
     return _draw(rows, warmup.num_prompts, seed)
 
 
+def per_level_eval(spec: RunSpec) -> bool:
+    """Whether the run measures every difficulty level on its own held-out prompts (a
+    curriculum with ``gate: top_level``)."""
+    return spec.curriculum is not None and spec.curriculum.gate == "top_level"
+
+
+def _shares(n: int, levels: int) -> list[int]:
+    return [n // levels + (1 if i < n % levels else 0) for i in range(levels)]
+
+
+def _eval_per_level(spec: RunSpec) -> list[Prompt]:
+    """The held-out set of a per-level curriculum gate: ``evaluation.num_prompts`` spread
+    evenly over every level from the first band's bottom (or ``evaluation.min_difficulty``)
+    to ``curriculum.max_level`` (or ``evaluation.max_difficulty``), each level drawn on its
+    own with its own seed, so the gate can read a level the model has not trained on yet.
+    A level with fewer held-out problems than its share gives all it has."""
+    evaluation, source, curriculum = spec.evaluation, spec.prompts, spec.curriculum
+    assert curriculum is not None
+    low = evaluation.min_difficulty
+    low = low if low is not None else initial_band(spec)[0]
+    high = evaluation.max_difficulty
+    high = high if high is not None else curriculum.max_level
+    levels = list(range(low, high + 1))
+    out: list[Prompt] = []
+    if isinstance(source, BuiltinPromptsSpec):
+        shares = _shares(evaluation.num_prompts or 200, len(levels))
+        for level, share in zip(levels, shares, strict=True):
+            room = arithmetic.level_capacity(source.family, level, "eval", width_of(source, level))
+            count = min(share, room)
+            if count:
+                seed = derive_seed(spec.seed, "eval-prompts", level)
+                out += _builtin(source, "eval", count, seed, level, level)
+        return out
+    assert not isinstance(source, HumanEvalPromptsSpec)  # the spec refuses a curriculum there
+    rows = _jsonl_rows(evaluation.path or source, evaluation.split)
+    n = evaluation.num_prompts
+    shares = _shares(n, len(levels)) if n is not None else [None] * len(levels)
+    for level, share in zip(levels, shares, strict=True):
+        seed = derive_seed(spec.seed, "eval-prompts", level)
+        out += _draw(_in_band(rows, level, level), share, seed)
+    return out
+
+
 def eval_prompts(spec: RunSpec) -> list[Prompt]:
-    """The held-out set, fixed for the whole run so rounds are comparable."""
+    """The held-out set, fixed for the whole run so rounds are comparable (per level with a
+    ``top_level`` curriculum gate: :func:`_eval_per_level`)."""
+    if per_level_eval(spec):
+        return _eval_per_level(spec)
     evaluation, source = spec.evaluation, spec.prompts
     low = evaluation.min_difficulty
     high = evaluation.max_difficulty
@@ -235,6 +326,15 @@ def init_seed(spec: RunSpec, peer: int = 0) -> int:
     return _peer_seed(spec.seed, peer, "init") % 2**32
 
 
+def verifier_versions(spec: RunSpec) -> dict[str, str]:
+    """Each of the run's verifiers by name, with the version its code and configuration
+    have now (what the score stage writes, the manifest records and selection and
+    evaluation read)."""
+    from dataflywheel.verifiers import build
+
+    return {c.name: build(c).version for c in spec.verification.verifiers}
+
+
 def train_config(spec: RunSpec, round_index: int, peer: int = 0) -> TrainConfig:
     """The trainer's configuration for a round (the warm-up overrides steps and rate); each
     peer gets its own seed (data order), peer 0 the run's."""
@@ -257,10 +357,15 @@ def train_config(spec: RunSpec, round_index: int, peer: int = 0) -> TrainConfig:
         beta=t.beta if t.beta is not None else 0.1,
         # numpy (seeded by transformers' set_seed) takes 32-bit seeds only.
         seed=_peer_seed(spec.seed, peer, "train", round_index) % 2**32,
-        dtype="float32",
+        dtype=spec.train_precision,
         lr_scheduler=t.lr_scheduler,
         warmup_ratio=t.warmup_ratio,
         weight_decay=t.weight_decay,
         adam_beta2=t.adam_beta2,
         num_threads=t.num_threads,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        gradient_checkpointing=t.gradient_checkpointing,
+        strategy=t.strategy,
+        checkpoint_dtype=t.checkpoint_dtype,
+        deterministic=spec.bitwise,
     )

@@ -129,6 +129,20 @@ def test_relative_paths_are_resolved_against_the_spec_folder(
     assert spec.prompts.path == str(prompts_file.resolve())
 
 
+def test_lower_share_needs_a_number_of_prompts_to_split(tmp_path: Path, prompts_file: Path) -> None:
+    patch = {
+        "prompts": {"kind": "jsonl", "path": "data/prompts.jsonl", "family": None},
+        "curriculum": {"max_level": 3, "lower_share": 0.2},
+    }
+    patch["prompts"].update(min_difficulty=1, max_difficulty=1)
+    with pytest.raises(SpecError) as caught:
+        load_spec(_write(tmp_path, _merge(MINIMAL, patch)))
+    (line,) = caught.value.errors
+    assert line.startswith("curriculum.lower_share: splits a round's prompts.num_prompts"), line
+    patch["prompts"]["num_prompts"] = 10
+    assert load_spec(_write(tmp_path, _merge(MINIMAL, patch))).curriculum.lower_share == 0.2
+
+
 def test_tiny_llama_gets_default_knobs_and_other_models_none() -> None:
     tiny = RunSpec.model_validate(
         _merge(
@@ -313,6 +327,51 @@ INVALID = {
         },
         "curriculum.max_level: must be ≥ prompts.max_difficulty",
     ),
+    "curriculum_drop_with_primary_gate": (
+        {
+            "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 3},
+            "curriculum": {"max_level": 4, "gate": "primary", "max_lower_drop": 0.1},
+        },
+        "curriculum.max_lower_drop: reads per-level accuracies, which only gate: top_level",
+    ),
+    "curriculum_drop_above_one": (
+        {
+            "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 3},
+            "curriculum": {"max_level": 4, "max_lower_drop": 1.5},
+        },
+        "curriculum.max_lower_drop: must be ≤ 1",
+    ),
+    "curriculum_unknown_gate": (
+        {
+            "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 3},
+            "curriculum": {"max_level": 4, "gate": "mean"},
+        },
+        "curriculum.gate:",
+    ),
+    "curriculum_top_level_beyond_eval": (
+        {
+            "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 3},
+            "curriculum": {"max_level": 5},
+            "evaluation": {"max_difficulty": 4},
+        },
+        "evaluation.max_difficulty: curriculum.gate top_level reads every level up to "
+        "curriculum.max_level (5)",
+    ),
+    "curriculum_lower_share_one": (
+        {
+            "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 3},
+            "curriculum": {"max_level": 4, "lower_share": 1.0},
+        },
+        "curriculum.lower_share: must be < 1",
+    ),
+    "fixed_width_word": (
+        {"prompts": {"kind": "builtin", "family": "addition", "fixed_width": "wide"}},
+        "prompts.fixed_width: must be a number of digits from 1 to 30, band or null (got 'wide')",
+    ),
+    "fixed_width_band_on_words": (
+        {"prompts": {"fixed_width": "band"}},
+        "prompts.fixed_width: applies to the addition family only",
+    ),
     "tiny_head_dim_for_vllm": (
         {
             "model": {"source": "builtin:tiny-llama", "tiny": {"num_heads": 8}},
@@ -438,6 +497,28 @@ def test_spec_hash_is_stable_and_sensitive(tmp_path: Path) -> None:
     assert len(spec_hash(spec)) == 64 and int(spec_hash(spec), 16) >= 0
     changed = RunSpec.model_validate(_merge(data, {"generation": {"temperature": 0.5}}))
     assert spec_hash(changed) != spec_hash(spec)
+
+
+def test_curriculum_fields_at_their_default_leave_old_digests_unchanged() -> None:
+    # Digests of these specs before curriculum.gate and curriculum.max_lower_drop existed:
+    # a stored run's spec_hash must not change when the code learns new fields.
+    old = _merge(
+        MINIMAL,
+        {
+            "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 3},
+            "curriculum": {"threshold": 0.8, "max_level": 6},
+        },
+    )
+    before = "025b21f350dc9380a580c6a536c070ffa3d10190a45f7198925ea737693d0bee"
+    assert spec_hash(RunSpec.model_validate(old)) == before
+    explicit = _merge(old, {"curriculum": {"gate": "top_level"}})
+    assert spec_hash(RunSpec.model_validate(explicit)) == before
+    no_curriculum = "6bcc660a347639dcb1ee29669abb0a6e2c52a6ce5a5bf1b408aa317297417b55"
+    assert spec_hash(RunSpec.model_validate(MINIMAL)) == no_curriculum
+    # A field away from its neutral value is part of the digest.
+    for patch in ({"gate": "primary"}, {"max_lower_drop": 0.1}, {"lower_share": 0.0}):
+        changed = RunSpec.model_validate(_merge(old, {"curriculum": patch}))
+        assert spec_hash(changed) != before
 
 
 def _in_fresh_process(code: str, hash_seed: str) -> str:
