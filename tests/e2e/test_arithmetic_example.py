@@ -4,43 +4,34 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-# The whole example (warm-up + 2 rounds of 2 peers) takes ~10-15 min on 2 cores.
+from tests.cli_support import flywheel
+
+# The whole example (warm-up + 2 rounds of 2 peers) takes 4-15 min on 2 cores, by machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(45 * 60)]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def flywheel(*args: str, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dataflywheel.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-    )
 
 
 def test_arithmetic_example_runs_and_reports(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_", "PREFECT_"))}
     env["FLYWHEEL_DATA_DIR"] = str(tmp_path / "data")
     try:
-        run = flywheel("run", "examples/arithmetic-selfimprove.yaml", env=env, timeout=40 * 60)
+        run = flywheel(
+            "run", "examples/arithmetic-selfimprove.yaml", env=env, timeout=40 * 60, cwd=ROOT
+        )
         assert run.returncode == 0, run.stderr[-5000:]
         run_id = run.stdout.strip().splitlines()[-1]
-        report = flywheel("report", run_id, "--json", env=env, timeout=300)
+        report = flywheel("report", run_id, "--json", env=env, timeout=300, cwd=ROOT)
         assert report.returncode == 0, report.stderr
         doc = json.loads(report.stdout)
     finally:
-        flywheel("server", "stop", env=env, timeout=60)
-        flywheel("db", "stop", env=env, timeout=60)
+        flywheel("server", "stop", env=env, timeout=60, cwd=ROOT)
+        flywheel("db", "stop", env=env, timeout=60, cwd=ROOT)
 
     rounds = doc["rounds"]
     spec = yaml.safe_load((ROOT / "examples/arithmetic-selfimprove.yaml").read_text())

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
-
-def flywheel(
-    *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dataflywheel.cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.cli_support import flywheel
 
 
 @pytest.fixture

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 
+from tests.cli_support import flywheel
+
 KEY_ID, SECRET = "testing", "testing"
-
-
-def flywheel(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dataflywheel.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture
