@@ -38,7 +38,7 @@ from dataflywheel.prompts.arithmetic import FAMILIES
 from dataflywheel.recipes import SelectionConfig
 from dataflywheel.recipes.rejection import RejectionSamplingConfig
 from dataflywheel.verifiers import REGISTRY as VERIFIERS
-from dataflywheel.verifiers import AnyVerifierConfig
+from dataflywheel.verifiers import AnyVerifierConfig, scorer_resources
 from dataflywheel.verifiers.exact import ExactAnswerConfig
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -154,12 +154,12 @@ class BuiltinPromptsSpec(BaseModel):
         description="addition (n-digit a+b=) or word_problems (1-2 digit add/subtract in words)."
     )
     reversed_digits: bool = Field(False, description="addition only: write digits reversed.")
-    fixed_width: int | None = Field(
+    fixed_width: Annotated[int, Field(ge=1, le=30)] | Literal["band"] | None = Field(
         None,
-        ge=1,
-        le=30,
         description="addition only: zero-pad operands to this many digits (the answer to one "
-        "more), drawing each operand's digit count on its own; null: no padding.",
+        "more), drawing each operand's digit count on its own; band: to the top level of the "
+        "band being drawn (a curriculum's longer levels stay longer sequences); null: no "
+        "padding (natural width).",
     )
     commuted_views: bool = Field(
         False,
@@ -171,6 +171,17 @@ class BuiltinPromptsSpec(BaseModel):
     num_prompts: int = Field(
         500, ge=1, description="Training problems drawn per round (×2 prompts with views)."
     )
+
+    @field_validator("fixed_width", mode="before")
+    @classmethod
+    def _width(cls, value: Any) -> Any:
+        # One message instead of one per member of the union.
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        number = isinstance(value, int) and not isinstance(value, bool)
+        if value is None or value == "band" or (number and 1 <= value <= 30):
+            return value
+        raise ValueError(f"must be a number of digits from 1 to 30, band or null (got {value!r})")
 
     @model_validator(mode="after")
     def _family_bounds(self) -> Self:
@@ -187,7 +198,7 @@ class BuiltinPromptsSpec(BaseModel):
         if self.fixed_width is not None:
             if self.family != "addition":
                 raise ValueError("fixed_width: applies to the addition family only; remove it")
-            if self.fixed_width < self.max_difficulty:
+            if self.fixed_width != "band" and self.fixed_width < self.max_difficulty:
                 raise ValueError(
                     f"fixed_width: must be at least max_difficulty ({self.max_difficulty}) so "
                     f"every operand fits (got {self.fixed_width})"
@@ -305,6 +316,55 @@ _ENDPOINT_AS_JUDGE = (
 )
 
 
+class EngineSpec(BaseModel):
+    """vLLM engine settings of the run's generators (``generation.engine``).
+
+    Null fields take the default that suits the device: on a GPU, CUDA graphs
+    (``enforce_eager`` false) and vLLM's memory share; on a CPU, eager mode. A field the
+    transformers backend cannot honour is refused there, naming it.
+    """
+
+    model_config = FROZEN
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="GPUs one engine shards the model over (vLLM tensor parallelism); each "
+        "generator actor reserves that many GPUs (resources.generator_gpus must then be 1).",
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory the engine may take (weights + KV cache); "
+        "null: vLLM's 0.9 with dedicated GPUs; under resources.gpu_sharing colocate, 0.85 "
+        "split between the engines that share a GPU.",
+    )
+    enforce_eager: bool | None = Field(
+        None,
+        description="Run without CUDA graphs / torch.compile; null: eager on CPU only (graphs "
+        "cost minutes to capture on CPU for no gain, and make GPU decoding several times "
+        "faster).",
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=16,
+        description="Longest prompt + completion in tokens; null: the model's context length. "
+        "Must leave room for generation.max_tokens.",
+    )
+    enable_prefix_caching: bool | None = Field(
+        None,
+        description="Reuse the KV cache of shared prompt prefixes (few-shot exemplars, the "
+        "samples of one prompt); null: vLLM's default (on).",
+    )
+    sleep_mode: bool | None = Field(
+        None,
+        description="GPU only: let the engine release its memory between stages (vLLM sleep "
+        "mode: weights offloaded, KV cache dropped) instead of being destroyed; null: on under "
+        "resources.gpu_sharing colocate.",
+    )
+
+
 class GenerationSpec(BaseModel):
     """How samples are drawn from the run's own checkpoints (its base model, then each
     round's candidates and promoted models), which the backend loads from the store."""
@@ -343,6 +403,11 @@ class GenerationSpec(BaseModel):
         "2-core machine it samples on one). Generation and training take turns, so a lone "
         "generator may use every core; peers generating at once should share them.",
     )
+    engine: EngineSpec = Field(
+        default_factory=EngineSpec,
+        description="vllm only: engine settings (tensor parallelism, GPU memory share, CUDA "
+        "graphs, context length, prefix caching, sleep mode).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -371,6 +436,23 @@ class GenerationSpec(BaseModel):
             raise ValueError(
                 "batch_size: used only by backend 'transformers' (vLLM batches on its own); "
                 "remove it"
+            )
+        if self.backend != "vllm":
+            unsupported = [
+                name
+                for name, value in self.engine.model_dump().items()
+                if value != EngineSpec.model_fields[name].default
+            ]
+            if unsupported:
+                raise ValueError(
+                    f"engine.{unsupported[0]}: a vLLM engine setting; backend "
+                    f"{self.backend!r} cannot honour it (remove it, or use backend 'vllm')"
+                )
+        limit = self.engine.max_model_len
+        if limit is not None and self.max_tokens >= limit:
+            raise ValueError(
+                f"max_tokens: must be < engine.max_model_len ({limit}) to leave room for the "
+                "prompt; raise engine.max_model_len or lower max_tokens"
             )
         return self
 
@@ -474,6 +556,38 @@ class TrainingSpec(BaseModel):
     labelled_share: float = Field(
         0.0, ge=0, lt=1, description="Share of the mix from labelled prompts."
     )
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Training precision: bfloat16 (autocast over float32 master weights) or "
+        "float32; auto: bfloat16 when the trainer has GPUs (resources.train_gpus_per_worker), "
+        "float32 on CPU.",
+    )
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Micro-batches per optimiser step: each worker computes batch_size / "
+        "(train_workers × this) rows at a time, so the step's batch stays batch_size with less "
+        "activation memory.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them "
+        "(less memory, ~30% more compute).",
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="With resources.train_workers > 1: ddp (every worker holds the whole "
+        "model) or fsdp (weights, gradients and optimiser states sharded over the workers, for "
+        "models whose full fine-tuning does not fit one GPU).",
+    )
+    checkpoint_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="dtype of the saved checkpoints; auto: the base model's own dtype under "
+        "bfloat16 precision, float32 under float32 precision (a float32 run keeps its "
+        "precision from round to round: small LoRA updates merged into bfloat16 weights can "
+        "round away).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -497,6 +611,11 @@ class TrainingSpec(BaseModel):
             raise ValueError("epochs: set exactly one of epochs and max_steps")
         if self.method == "sft" and self.beta is not None:
             raise ValueError("beta: used only by method 'dpo'; remove it")
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"gradient_accumulation_steps: must divide batch_size ({self.batch_size}) so "
+                "every micro-batch has the same rows"
+            )
         if self.replay_share + self.labelled_share >= 1:
             raise ValueError(
                 f"replay_share: replay_share + labelled_share must be < 1 so the round's own "
@@ -563,15 +682,48 @@ class PromotionSpec(BaseModel):
 
 
 class CurriculumSpec(BaseModel):
-    """Raise the difficulty when the model masters the current level (Lee et al. 2025)."""
+    """Raise the difficulty when the model masters the current level (Lee et al. 2025);
+    docs/curriculum.md, the decision in ``rounds/curriculum.py``."""
 
     model_config = FROZEN
-    threshold: float = Field(0.9, ge=0, le=1, description="Primary metric that earns a level up.")
+    threshold: float = Field(
+        0.9, ge=0, le=1, description="What the gate's measure must reach to earn a level up."
+    )
     step: int = Field(1, ge=1, description="Levels added per step up.")
     max_level: int = Field(ge=1, description="Highest difficulty level the curriculum reaches.")
     mode: Literal["widen", "shift"] = Field(
         "widen", description="widen: raise max_difficulty only; shift: raise min and max."
     )
+    gate: Literal["top_level", "primary"] = Field(
+        "top_level",
+        description="top_level: climb when the band's top level reaches threshold on its own "
+        "held-out prompts (the eval set then holds every level up to max_level); primary: "
+        "when the primary metric on the whole eval set does.",
+    )
+    max_lower_drop: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="top_level gate: hold the band while a lower level of it lost more than "
+        "this accuracy since the previous round's decision; null: no check.",
+    )
+
+    lower_share: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Share of a round's problems drawn from the band's levels below its top; "
+        "the rest at the top (the frontier). null: spread over the band's levels.",
+    )
+
+    @model_validator(mode="after")
+    def _drop_needs_levels(self) -> Self:
+        if self.max_lower_drop is not None and self.gate != "top_level":
+            raise ValueError(
+                "max_lower_drop: reads per-level accuracies, which only gate: top_level "
+                "measures; set gate: top_level or remove max_lower_drop"
+            )
+        return self
 
     def next_band(self, band: tuple[int, int], primary_value: float) -> tuple[int, int]:
         """The next round's (min, max) difficulty given this round's primary metric."""
@@ -621,8 +773,8 @@ class ResourcesSpec(BaseModel):
         None,
         gt=0,
         le=256,
-        description="CPUs each generator actor reserves; null: one CPU shared by all of the "
-        "run's generators (they idle while verification and training run).",
+        description="CPUs each generator actor reserves; null: none (the generators idle "
+        "while verification and training run, which then get every core).",
     )
     verify_cpus: float = Field(
         1, gt=0, le=64, description="CPUs each verification task (one shard) reserves."
@@ -639,6 +791,20 @@ class ResourcesSpec(BaseModel):
     )
     train_gpus_per_worker: float = Field(
         0, ge=0, le=8, description="GPUs each Ray Train worker reserves (0: train on CPU)."
+    )
+    gpu_sharing: Literal["dedicated", "colocate"] = Field(
+        "dedicated",
+        description="dedicated: generators and trainers reserve GPUs of their own for the "
+        "whole run (refused before the run starts when the cluster cannot hold them all); "
+        "colocate: they share GPUs with fractional reservations, generators release their GPU "
+        "memory before training, and peers train one after another.",
+    )
+    gpu_memory_gib: float = Field(
+        80,
+        gt=0,
+        le=4096,
+        description="Memory of each GPU the run uses, in GiB; the memory plan (flywheel plan) "
+        "refuses a spec whose generators or trainers cannot fit it.",
     )
     train_placement: Literal["PACK", "SPREAD"] = Field(
         "PACK",
@@ -675,6 +841,12 @@ class RunSpec(BaseModel):
     resources: ResourcesSpec = Field(
         default_factory=ResourcesSpec, description="Workers and their Ray resources."
     )
+    reproducibility: Literal["auto", "bitwise", "fast"] = Field(
+        "auto",
+        description="bitwise: deterministic kernels everywhere (a replay gives the same bytes; "
+        "slower on GPU); fast: seeded, without deterministic kernels; auto: bitwise when "
+        "nothing reserves a GPU (it costs little on CPU), fast otherwise.",
+    )
 
     @property
     def eval_samples_per_prompt(self) -> int:
@@ -690,7 +862,7 @@ class RunSpec(BaseModel):
     def _cross_field(self) -> Self:
         for check in (self._method_matches_recipe, self._sample_counts, self._verifier_refs,
                       self._difficulty_bands, self._model_fits, self._peers,
-                      self._code_prompts, self._train_split):  # fmt: skip
+                      self._code_prompts, self._train_split, self._gpus):  # fmt: skip
             check()
         return self
 
@@ -756,6 +928,87 @@ class RunSpec(BaseModel):
                 f"the Ray Train workers; choose a divisor of it (got {workers})"
             )
 
+    def _gpus(self) -> None:
+        res, engine, t = self.resources, self.generation.engine, self.training
+        micro = res.train_workers * t.gradient_accumulation_steps
+        if t.batch_size % micro:
+            raise ValueError(
+                f"training.gradient_accumulation_steps: training.batch_size {t.batch_size} is "
+                f"split over {res.train_workers} worker(s) × {t.gradient_accumulation_steps} "
+                "micro-batches; choose values whose product divides it"
+            )
+        if engine.tensor_parallel_size > 1 and res.generator_gpus != 1:
+            raise ValueError(
+                "resources.generator_gpus: set it to 1 with generation.engine."
+                f"tensor_parallel_size {engine.tensor_parallel_size} (each generator then "
+                "reserves that many whole GPUs)"
+            )
+        if engine.sleep_mode and not res.generator_gpus:
+            raise ValueError(
+                "generation.engine.sleep_mode: releases GPU memory; the generators reserve no "
+                "GPU (resources.generator_gpus is 0): remove it"
+            )
+        if t.strategy == "fsdp" and t.mode != "full":
+            raise ValueError(
+                "training.strategy: fsdp is for full fine-tuning that does not fit one GPU; "
+                "a LoRA run fits with ddp (set training.mode full, or strategy ddp)"
+            )
+        if t.strategy == "fsdp" and res.train_workers < 2:
+            raise ValueError(
+                "training.strategy: fsdp shards the model over resources.train_workers; set "
+                "train_workers ≥ 2, or use ddp"
+            )
+        if res.gpu_sharing != "colocate":
+            return
+        if not (0 < res.generator_gpus <= 1 and 0 < res.train_gpus_per_worker <= 1):
+            raise ValueError(
+                "resources.gpu_sharing: colocate shares each GPU between a generator and the "
+                "trainer: set resources.generator_gpus and resources.train_gpus_per_worker to 1 "
+                f"(got {res.generator_gpus:g} and {res.train_gpus_per_worker:g}), or use "
+                "dedicated"
+            )
+        if engine.tensor_parallel_size > 1 or res.train_workers > 1:
+            raise ValueError(
+                "resources.gpu_sharing: colocate runs one engine and one trainer per GPU; with "
+                "generation.engine.tensor_parallel_size > 1 or resources.train_workers > 1 use "
+                "dedicated (Ray places multi-GPU workers itself)"
+            )
+        if engine.sleep_mode is False:
+            raise ValueError(
+                "generation.engine.sleep_mode: colocate needs the engines to release their GPU "
+                "memory before training; remove sleep_mode: false or use dedicated"
+            )
+
+    @property
+    def uses_gpus(self) -> bool:
+        """Whether any worker of the run reserves a GPU."""
+        res = self.resources
+        return bool(res.generator_gpus or res.train_gpus_per_worker or self.scorer_gpus)
+
+    @property
+    def scorer_gpus(self) -> float:
+        """GPUs a scoring task reserves: the most any of the run's model scorers asks for."""
+        return scorer_resources(self.verification.verifiers)[0]
+
+    @property
+    def scorer_memory_gib(self) -> float:
+        """Host memory a scoring task reserves: the most any model scorer asks for."""
+        return scorer_resources(self.verification.verifiers)[1]
+
+    @property
+    def bitwise(self) -> bool:
+        """``reproducibility`` resolved: deterministic kernels or not."""
+        if self.reproducibility == "auto":
+            return not self.uses_gpus
+        return self.reproducibility == "bitwise"
+
+    @property
+    def train_precision(self) -> Literal["float32", "bfloat16"]:
+        """``training.precision`` resolved: bfloat16 on GPU trainers, float32 on CPU."""
+        if self.training.precision == "auto":
+            return "bfloat16" if self.resources.train_gpus_per_worker else "float32"
+        return self.training.precision
+
     def _code_prompts(self) -> None:
         if isinstance(self.prompts, HumanEvalPromptsSpec):
             if "code_tests" not in self.verification.names:
@@ -790,7 +1043,7 @@ class RunSpec(BaseModel):
                     "selection.agree_across_views: the prompts have one view each; set "
                     "prompts.commuted_views: true (or turn agree_across_views off)"
                 )
-            width = prompts.fixed_width
+            width = prompts.fixed_width if prompts.fixed_width != "band" else None
             for section in ("evaluation", "warmup", "curriculum"):
                 bound = "max_level" if section == "curriculum" else "max_difficulty"
                 level = getattr(getattr(self, section), bound, None)
@@ -806,6 +1059,18 @@ class RunSpec(BaseModel):
         if curriculum.max_level < prompts.max_difficulty:
             raise ValueError(
                 f"curriculum.max_level: must be ≥ prompts.max_difficulty ({prompts.max_difficulty})"
+            )
+        if curriculum.lower_share is not None and getattr(prompts, "num_prompts", 1) is None:
+            raise ValueError(
+                "curriculum.lower_share: splits a round's prompts.num_prompts between the "
+                "band's top and its lower levels; set prompts.num_prompts"
+            )
+        top = self.evaluation.max_difficulty
+        if curriculum.gate == "top_level" and top is not None and top < curriculum.max_level:
+            raise ValueError(
+                f"evaluation.max_difficulty: curriculum.gate top_level reads every level up to "
+                f"curriculum.max_level ({curriculum.max_level}); raise it to that or leave it "
+                f"null (got {top})"
             )
 
     def _model_fits(self) -> None:
@@ -827,9 +1092,38 @@ class RunSpec(BaseModel):
             )
 
 
+# Fields added after runs were recorded, with the value that reproduces the behaviour from
+# before them. At that value they are left out of the hash, so a spec written before they
+# existed keeps its digest (resume and replay compare digests); set to anything else, they
+# count like every other field.
+_LATER_FIELDS: dict[tuple[str, ...], Any] = {
+    ("generation", "engine"): EngineSpec().model_dump(mode="json"),
+    ("training", "precision"): "auto",
+    ("training", "gradient_accumulation_steps"): 1,
+    ("training", "gradient_checkpointing"): False,
+    ("training", "strategy"): "ddp",
+    ("training", "checkpoint_dtype"): "auto",
+    ("resources", "gpu_sharing"): "dedicated",
+    ("resources", "gpu_memory_gib"): 80,
+    ("reproducibility",): "auto",
+    ("curriculum", "gate"): "top_level",
+    ("curriculum", "max_lower_drop"): None,
+    ("curriculum", "lower_share"): None,
+}
+
+
 def spec_hash(spec: RunSpec) -> str:
-    """sha256 of the spec's canonical JSON (defaults included): stable across processes."""
-    return sha256_hex(canonical_json(spec.model_dump(mode="json")))
+    """sha256 of the spec's canonical JSON (defaults included, except later fields at their
+    neutral value: ``_LATER_FIELDS``): stable across processes and versions."""
+    data = spec.model_dump(mode="json")
+    for path, neutral in _LATER_FIELDS.items():
+        *parents, leaf = path
+        node = data
+        for key in parents:
+            node = node[key] if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == neutral:
+            del node[leaf]
+    return sha256_hex(canonical_json(data))
 
 
 def derive_seed(run_seed: int, *labels: str | int) -> int:

@@ -11,7 +11,9 @@ from prefect import flow
 
 from dataflywheel.spec import RunSpec
 from flows.flywheel_round import flywheel_round
-from tasks.context import connect_ray
+from tasks.context import check_cluster, connect_ray
+from tasks.generate import start_generators
+from tasks.lineage import run_events
 from tasks.rounds import round_finished
 from tasks.runs import finish_run, prepare_base_model, register_run
 
@@ -28,16 +30,30 @@ def flywheel_run(spec: RunSpec, run_id: int | None = None) -> int:
     from dataflywheel.rounds.plan import round_indices
 
     connect_ray()  # once, before the peers' tasks run side by side
-    run_id = run_id if run_id is not None else register_run(spec)
-    try:
-        prepare_base_model(run_id)
-        for position, index in enumerate(round_indices(spec)):
-            if not round_finished(run_id, index):
-                flywheel_round(
-                    run_id, index, evaluate_base=position == 0, peers=spec.training.peers
-                )
-    except BaseException as exc:
-        finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finish_run(run_id, "succeeded")
+    registered = run_id is not None  # by `POST /runs` or `flywheel resume`
+    if not registered:
+        check_cluster(spec)  # a reservation the cluster cannot grant would wait forever
+        run_id = register_run(spec)
+    with run_events(run_id):  # OpenLineage START / COMPLETE / FAIL, when configured
+        try:
+            if registered:  # refused like a new one, but the run's row records why
+                check_cluster(spec)
+            todo = [i for i in round_indices(spec) if not round_finished(run_id, i)]
+            if todo:  # the generators start up while the base model is prepared
+                start_generators(run_id)
+            prepare_base_model(run_id)
+            for position, index in enumerate(round_indices(spec)):
+                if index in todo:
+                    flywheel_round(
+                        run_id,
+                        index,
+                        evaluate_base=position == 0,
+                        peers=spec.training.peers,
+                        share_gpus=spec.resources.gpu_sharing == "colocate",
+                        gpu_scoring=spec.scorer_gpus > 0,
+                    )
+        except BaseException as exc:
+            finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finish_run(run_id, "succeeded")
     return run_id

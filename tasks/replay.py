@@ -19,9 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from dataflywheel import replay
 from dataflywheel.db import checkpoints, queries
 from dataflywheel.rounds.manifest import current_versions
-from dataflywheel.rounds.plan import EVAL_SET
+from dataflywheel.rounds.plan import EVAL_SET, verifier_versions
 from dataflywheel.spec import RunSpec
-from dataflywheel.verifiers import build
 from tasks import context
 
 
@@ -33,15 +32,15 @@ def mismatches(plan: replay.ReplayPlan) -> list[str]:
         plan.manifest,
         code=code,
         packages=packages,
-        verifiers={c.name: build(c).version for c in spec.verification.verifiers},
+        verifiers=verifier_versions(spec),
         spec_hash=plan.spec_hash,
     )
 
 
 @task(name="register_replay", persist_result=False, cache_policy=NO_CACHE)
-def register_replay(source_run_id: int, index: int, warnings: list[str]) -> tuple[int, int]:
-    """Create the replay run of ``source_run_id`` round ``index``; returns its id and how
-    many peer models its rounds train."""
+def register_replay(source_run_id: int, index: int, warnings: list[str]) -> tuple[int, int, bool]:
+    """Create the replay run of ``source_run_id`` round ``index``; returns its id, how
+    many peer models its rounds train and whether they share GPUs (colocate)."""
     with context.session() as session:
         plan = replay.plan_replay(session, source_run_id, index)
     replay.require_inputs(plan, context.store())
@@ -76,7 +75,8 @@ def register_replay(source_run_id: int, index: int, warnings: list[str]) -> tupl
         if plan.curriculum:
             patch["curriculum"] = plan.curriculum
         queries.merge_round_manifest(session, round_id, patch)
-        return run_id, RunSpec.model_validate(plan.spec).training.peers
+        spec = RunSpec.model_validate(plan.spec)
+        return run_id, spec.training.peers, spec.resources.gpu_sharing == "colocate"
 
 
 def _copy_checkpoints(

@@ -55,7 +55,7 @@ def _labelled(spec: RunSpec, session: Any) -> tuple[list[dict], list[dict], dict
 def _selected(spec: RunSpec, session: Any, round_id: int, index: int):
     drawn = samples.selection_samples(session, round_id)
     scores: dict[int, dict[str, VerifierScore]] = defaultdict(dict)
-    for row in samples.selection_scores(session, round_id):
+    for row in samples.selection_scores(session, round_id, plan.verifier_versions(spec)):
         scores[row.sample_id][row.verifier] = VerifierScore(
             value=row.value,
             passed=row.passed,

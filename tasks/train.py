@@ -47,7 +47,7 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     with its own seed); returns its checkpoint id (None when nothing was kept)."""
     import ray
 
-    from workers.driver import placement
+    from workers.driver import gpu_lease, placement
     from workers.trainer import train_checkpoint as train_remote
     from workers.trainer import train_distributed
 
@@ -88,6 +88,9 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     scaling = placement.train_scaling(spec.resources)
     args = (store_uri, store_options, parent_key, mix_ref.key, config, config.method, prompt_format)
     options = placement.trainer_options(spec.resources)
+    released = []
+    if placement.colocated(spec):  # the trainer's GPUs are the generators': take them back
+        released = gpu_lease.release_generators(run_id, placement.generator_slots(spec))
     if placement.distributed_training(spec.resources):
         ref = train_distributed.options(**options).remote(*args, scaling)
     else:
@@ -112,4 +115,7 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
         )
         checkpoints.link_training_data(session, checkpoint_id, shares)
         queries.add_compute_seconds(session, round_id, "train", outcome.result.seconds)
+        if spec.uses_gpus:
+            leases = [*released, *gpu_lease.trainer_leases(outcome, peer)]
+            queries.add_gpu_leases(session, round_id, leases)
     return checkpoint_id

@@ -92,3 +92,9 @@ def score_samples(round_id: int, purpose: str) -> int:
     submit_sharded(todo, submit, finish, scoring.MAX_IN_FLIGHT)
     bar.close()
     return len(rows)
+
+
+def gpu_tagged(task: Any) -> Any:
+    """``task`` tagged ``gpu``: scoring with a model scorer that reserves GPUs counts
+    against ``flywheel deploy --gpu-slots`` like generation and training."""
+    return task.with_options(tags={*task.tags, "gpu"})

@@ -6,9 +6,10 @@ and vllm are imported only inside the actor (the backend factories import lazily
 The caller declares resources at creation, e.g.
 ``GeneratorWorker.options(num_cpus=2, num_gpus=0).remote("transformers", uri, opts, cache)``.
 Models arrive as object-store tree keys: :meth:`GeneratorWorker.load` materialises the tree
-once per node under ``<cache_dir>/<digest>`` (written to a temp folder, then renamed, so
-actors sharing a node and a cache never see a half-written model) and reloads the backend
-only when the key or dtype changes.
+once per node in the node's model cache (``workers/model_cache.py``: written to a temp folder,
+then renamed, so actors sharing a node and a cache never see a half-written model; kept within
+``FLYWHEEL_MODEL_CACHE_GIB``), pins it while the actor serves it, and reloads the backend only
+when the key or dtype changes.
 
 Health: the backend reports every decoding step to the actor (:data:`Progress`), and
 :meth:`GeneratorWorker.health` — in a concurrency group of its own, so it answers while a
@@ -18,15 +19,20 @@ generate call runs — says what the actor is doing and how long ago it last pro
 stop, kills it and starts a fresh one. :meth:`GeneratorWorker.probe` is a real 1-token
 generation, run on a (re)started actor before it gets shards. :meth:`inject_stall` is the
 fault hook the tests use to make a real backend stop producing tokens.
+
+Start-up: the flow creates a run's actors as the run starts (``start_generators``), before
+their first model exists; each actor imports its backend's libraries (``WARM_IMPORTS``, ~5 s
+of transformers or vLLM) on a thread of its own meanwhile, so that work overlaps the base
+model's preparation instead of delaying the first generation. :meth:`load` waits for it:
+the default group never imports beside it.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,27 +47,23 @@ from dataflywheel.generation import (
     make_backend,
 )
 from dataflywheel.generation.prompt_format import PromptFormat
-from dataflywheel.store import ObjectStore, digest_of_key, normalize_key, open_store
+from dataflywheel.store import normalize_key, open_store
+from workers.model_cache import Lease, ModelCache
+
+# What each backend's first load imports (the model classes' shared base), imported on a thread
+# when the actor starts. Failures are left to the real import in load(), which reports them.
+WARM_IMPORTS: dict[str, tuple[str, ...]] = {
+    "transformers": ("transformers.modeling_utils", "transformers.generation.utils"),
+    "vllm": ("vllm",),
+}
 
 
-def fetch_model(store: ObjectStore, model_key: str, cache_dir: Path) -> Path:
-    """The local folder of the model tree ``model_key``, fetched into ``cache_dir`` once."""
-    key = normalize_key(model_key)
-    final = Path(cache_dir) / digest_of_key(key)
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.parent / f".partial-{final.name}-{uuid.uuid4().hex}"
-    try:
-        store.get_tree(key, partial)
+def _import_all(modules: Sequence[str]) -> None:
+    for name in modules:
         try:
-            os.rename(partial, final)
-        except OSError:
-            if not final.is_dir():  # not another actor winning the race: a real error
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return final
+            importlib.import_module(name)
+        except Exception:  # load() imports it again and raises what it says
+            return
 
 
 # The default group (load, generate, probe) runs one call at a time; "health" has a thread of
@@ -80,7 +82,15 @@ class GeneratorWorker:
     ) -> None:
         self.store = open_store(store_uri, **(store_options or {}))
         self.cache_dir = Path(cache_dir)
+        # The budget is read here, on the actor's node (FLYWHEEL_MODEL_CACHE_GIB: the driver's
+        # value when it sets one, else the node's own).
+        self.cache = ModelCache.from_settings(self.cache_dir)
+        self._pin: Lease | None = None  # on the cache entry being served
         self.backend: GenerationBackend = make_backend(backend, **(backend_options or {}))
+        self._warming = threading.Thread(
+            target=_import_all, args=(WARM_IMPORTS.get(backend, ()),), name="warm-imports"
+        )
+        self._warming.start()
         self.model_key: str | None = None
         self.dtype: str | None = None
         self.model_path: Path | None = None
@@ -92,10 +102,16 @@ class GeneratorWorker:
         self._stall_after: int | None = None  # inject_stall: steps left before stalling
         self._calls = self._requests = 0  # generate calls answered, and their requests
         self._load_seconds = 0.0  # spent in loads since the last take_load_seconds
+        # The GPU lease: since when (wall clock) the model holds device memory; None while
+        # released (release()) or with nothing loaded. Wall clock, not monotonic: leases
+        # of several processes are compared.
+        self._awake_since: float | None = None
 
     def _enter(self, state: str) -> None:
         self._state, self._state_at = state, time.monotonic()
         self._progress_at = self._state_at
+        if state != "idle" and self._awake_since is None:
+            self._awake_since = time.time()  # loading or serving takes the device again
 
     def _tick(self, steps: int) -> None:
         """The backend's heartbeat (:data:`Progress`), called from the generating thread."""
@@ -109,14 +125,23 @@ class GeneratorWorker:
     def load(self, model_key: str, dtype: str) -> str:
         """Serve ``model_key`` in ``dtype`` (a no-op when already served); return the node id."""
         key = normalize_key(model_key)
+        self._warming.join()  # never import beside the warm-up thread (module locks)
         if (key, dtype) != (self.model_key, self.dtype):
             self._enter("loading")
             start = time.perf_counter()
             try:
-                path = fetch_model(self.store, key, self.cache_dir)
+                pin = self.cache.acquire(self.store, key)
                 self.model_key = self.dtype = None  # stays unset if the load below fails
-                self.backend.load(path, dtype)
-                self.model_key, self.dtype, self.model_path = key, dtype, path
+                try:
+                    self.backend.load(pin.path, dtype)
+                except BaseException:
+                    pin.release()
+                    self._unpin()  # the backend dropped the previous model too
+                    raise
+                self._unpin()  # the previous model, still read until the line above
+                self._pin = pin
+                self.model_key, self.dtype, self.model_path = key, dtype, pin.path
+                self.cache.evict()  # the previous model may be the one over the budget
             finally:
                 self._load_seconds += time.perf_counter() - start
                 self._enter("idle")
@@ -188,6 +213,33 @@ class GeneratorWorker:
             self._enter("idle")
         return len(done) == 1 and done[0].completion_tokens == 1
 
+    def release(self) -> dict[str, Any] | None:
+        """Give the device memory back before another stage (training) uses the GPU:
+        the backend sleeps (vLLM sleep mode, weights to host; or its engine is shut down) and
+        the next load or generate call wakes it. Returns the lease that ends here (node, GPU
+        ids, wall-clock start and end), None when the model held no device memory."""
+        if self._awake_since is None:
+            return None
+        self._enter("releasing")
+        try:
+            self.backend.sleep()
+        finally:
+            self._enter("idle")
+        lease = self.lease(time.time())
+        self._awake_since = None
+        return lease
+
+    def lease(self, until: float | None = None) -> dict[str, Any] | None:
+        """The current GPU lease (node, GPU ids, start, and ``until`` or None while open)."""
+        if self._awake_since is None:
+            return None
+        return {
+            "node": self.node_id(),
+            "gpus": [str(g) for g in ray.get_gpu_ids()],
+            "start": self._awake_since,
+            "end": until,
+        }
+
     @ray.method(concurrency_group="health")
     def health(self) -> dict[str, Any]:
         """What the model thread is doing (``state``: idle, loading, generating, probing),
@@ -201,6 +253,7 @@ class GeneratorWorker:
             "steps": self._steps,
             "node_id": self.node_id(),
             "pid": os.getpid(),
+            "gpus": [str(g) for g in ray.get_gpu_ids()],
         }
 
     @ray.method(concurrency_group="health")
@@ -226,4 +279,11 @@ class GeneratorWorker:
     def close(self) -> None:
         """Free the model (and any engine process); the actor stays usable."""
         self.backend.close()
-        self.model_key = self.dtype = None
+        self.model_key = self.dtype = self.model_path = None
+        self._awake_since = None
+        self._unpin()
+
+    def _unpin(self) -> None:
+        if self._pin is not None:
+            self._pin.release()
+            self._pin = None

@@ -2,16 +2,18 @@
 
 Runs in: a Ray worker (called by ``workers/verify.py``'s ``score_shard``). The scorers'
 pure parts live in ``dataflywheel/verifiers/`` (``reward_model.py``, ``judge.py``); this
-module holds what they cannot: fetching model trees from the object store, building a
-generation backend for the judge, and, for ``llm_judge`` with ``model: current``, judging
-each sample with the checkpoint that generated it (``ScoringModels.sample_models``).
+module holds what they cannot: fetching model trees from the object store into the node's
+model cache (pinned while a scorer reads them), building a generation backend for the judge,
+and, for ``llm_judge`` with ``model: current``, judging each sample with the checkpoint that
+generated it (``ScoringModels.sample_models``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,23 +35,27 @@ class ScoringModels:
     cache_dir: str | None = None
     sample_models: dict[int, str] = field(default_factory=dict)
 
-    def folder(self, model: str) -> Path:
-        """A local folder for a model reference (fetched from the store when a key)."""
+    @contextlib.contextmanager
+    def folder(self, model: str) -> Iterator[Path]:
+        """A local folder for a model reference while the block runs: fetched from the store
+        into the node's model cache when a key, and pinned there until the block ends."""
         if not model.startswith(URI_PREFIXES):
             path = Path(model)
             if not path.is_dir():
                 raise FileNotFoundError(
                     f"model folder {model!r} does not exist; fix the verifier's model field"
                 )
-            return path
+            yield path
+            return
         if self.store_uri is None or self.cache_dir is None:
             raise RuntimeError(f"model {model!r} is a store key but no store was given")
         from dataflywheel.store import open_store
-        from workers.generator import fetch_model
+        from workers.model_cache import ModelCache
 
         store = open_store(self.store_uri, **(self.store_options or {}))
-        key = model.removeprefix("store:")
-        return fetch_model(store, key, Path(self.cache_dir))
+        cache = ModelCache.from_settings(Path(self.cache_dir))
+        with cache.acquire(store, model.removeprefix("store:")) as path:
+            yield path
 
 
 Item = tuple[int, str, Prompt]  # (sample id, completion, prompt)
@@ -82,9 +88,11 @@ def _judge_generate(verifier: JudgeVerifier, folder: Path | None) -> Any:
 def score_model_items(verifier: Any, items: Sequence[Item], models: ScoringModels) -> list[Score]:
     """Scores of ``items`` by a batch scorer, in item order."""
     if isinstance(verifier, RewardModelVerifier):
-        if verifier.config.model.startswith(URI_PREFIXES):
-            verifier.model_dir = models.folder(verifier.config.model)
-        return verifier.score_batch([c for _, c, _ in items], [p for _, _, p in items])
+        if not verifier.config.model.startswith(URI_PREFIXES):
+            return verifier.score_batch([c for _, c, _ in items], [p for _, _, p in items])
+        with models.folder(verifier.config.model) as path:
+            verifier.model_dir = path
+            return verifier.score_batch([c for _, c, _ in items], [p for _, _, p in items])
     if not isinstance(verifier, JudgeVerifier):
         raise TypeError(f"not a model scorer: {verifier.name}")
     config = verifier.config
@@ -105,14 +113,14 @@ def score_model_items(verifier: Any, items: Sequence[Item], models: ScoringModel
             groups[config.model].append(position)
     scores: list[Score | None] = [None] * len(items)
     for model, positions in groups.items():
-        generate, backend = _judge_generate(verifier, models.folder(model) if model else None)
-        try:
+        with contextlib.ExitStack() as stack:
+            folder = stack.enter_context(models.folder(model)) if model else None
+            generate, backend = _judge_generate(verifier, folder)
+            stack.callback(backend.close)
             chunk = [items[i] for i in positions]
             judged = verifier.score_batch(
                 [c for _, c, _ in chunk], [p for _, _, p in chunk], generate
             )
-        finally:
-            backend.close()
         for position, score in zip(positions, judged, strict=True):
             scores[position] = score
     return [s for s in scores if s is not None]

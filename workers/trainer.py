@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,25 +68,31 @@ class TrainJob:
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    """A stored checkpoint: its tree key and digest, the run's result, the node of rank 0
-    and the nodes of every worker (rank order)."""
+    """A stored checkpoint: its tree key and digest, the run's result, the node of rank 0,
+    the nodes of every worker and the GPU ids each was granted (rank order), and the
+    wall-clock span of the training (its GPU lease)."""
 
     model_key: str
     digest: str
     result: TrainResult
     node_id: str
     worker_nodes: tuple[str, ...] = ()
+    worker_gpus: tuple[tuple[str, ...], ...] = ()
+    started_at: float = 0.0
+    ended_at: float = 0.0
 
 
-def _all_nodes(node: str) -> tuple[str, ...]:
-    """Every worker's node id, in rank order (just this one outside a process group)."""
+def _all_workers(node: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Every worker's (node id, GPU ids), in rank order (just this one outside a process
+    group)."""
     import torch.distributed as dist
 
+    mine = (node, tuple(str(g) for g in ray.get_gpu_ids()))
     if not (dist.is_available() and dist.is_initialized()):
-        return (node,)
-    nodes: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(nodes, node)
-    return tuple(nodes)
+        return [mine]
+    workers: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(workers, mine)
+    return workers
 
 
 def train_here(job: TrainJob, world: int = 1, rank: int = 0) -> TrainOutcome | None:
@@ -99,6 +106,7 @@ def train_here(job: TrainJob, world: int = 1, rank: int = 0) -> TrainOutcome | N
             f"{world} workers; make resources.train_workers a divisor of training.batch_size"
         )
     config = dataclasses.replace(job.config, batch_size=job.config.batch_size // world)
+    started = time.time()
     store = open_store(job.store_uri, **(job.store_options or {}))
     node = ray.get_runtime_context().get_node_id()
     with (
@@ -117,11 +125,34 @@ def train_here(job: TrainJob, world: int = 1, rank: int = 0) -> TrainOutcome | N
             from dataflywheel.training.dpo import train_dpo
 
             result = train_dpo(base, examples, config, work / "out", job.prompt_format)
-        nodes = _all_nodes(node)
+        workers = _all_workers(node)
+        _free_device_memory()
         if rank != 0:
             return None
         ref = store.put_tree(work / "out")
-    return TrainOutcome(ref.key, ref.digest, result, node, nodes)
+    return TrainOutcome(
+        ref.key,
+        ref.digest,
+        result,
+        node,
+        tuple(n for n, _ in workers),
+        tuple(g for _, g in workers),
+        started,
+        time.time(),
+    )
+
+
+def _free_device_memory() -> None:
+    """Hand the GPU memory this worker's allocator still caches back to the device: the
+    process stays warm for the next round, and under colocate the generators' engines
+    take the GPU back as soon as training ends."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def train_loop(loop_config: dict[str, TrainJob]) -> TrainOutcome | None:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from dataflywheel.cli.common import err, read, ready_database, settings
+from dataflywheel.cli.common import CommandError, err, read, ready_database, settings
 from dataflywheel.cli.flow_env import flow_session
 
 
@@ -21,9 +21,16 @@ def run(
     spec_path: Annotated[Path, typer.Argument(help="The run spec (YAML or JSON).")],
 ) -> None:
     """Run every round of SPEC_PATH and print the run id."""
+    from dataflywheel.gpu.memory_plan import plan_for_spec
     from dataflywheel.spec import load_spec
 
     spec = load_spec(spec_path)  # refused before anything runs when it is invalid
+    memory = plan_for_spec(spec)  # as is a spec whose GPU workers cannot fit
+    if memory.refused:
+        raise CommandError(
+            f"the memory plan refuses this spec (`flywheel plan {spec_path}` shows the "
+            f"estimate):\n{memory.message}"
+        )
     current = settings()
     ready_database(current, migrate_embedded=True)
     with flow_session(current):

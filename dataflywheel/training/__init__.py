@@ -42,12 +42,17 @@ class TrainConfig:
     """How one checkpoint is trained (the run spec's ``TrainingSpec`` maps onto it).
 
     Set exactly one of ``epochs`` and ``max_steps``. ``batch_size`` is examples per
-    optimiser step (no gradient accumulation). ``warmup_ratio`` is the share of steps with a
-    linear warmup; the schedule then follows ``lr_scheduler`` (linear or cosine decay to 0,
-    or constant). ``beta`` is used by DPO only.
+    optimiser step, computed in ``gradient_accumulation_steps`` micro-batches (per worker:
+    the trainer divides it by the number of workers first). ``warmup_ratio`` is the share
+    of steps with a linear warmup; the schedule then follows ``lr_scheduler`` (linear or
+    cosine decay to 0, or constant). ``beta`` is used by DPO only.
     ``num_threads`` is torch's intra-op thread count in the trainer (``None``: what Ray granted).
     ``dtype`` is the training precision: ``float32`` (reproducible on CPU) or ``bfloat16``
-    (autocast mixed precision; the saved weights stay float32).
+    (autocast mixed precision over float32 master weights). ``checkpoint_dtype`` is what the
+    saved weights are stored in (``auto``: the base model's own dtype under bfloat16,
+    float32 under float32). ``gradient_checkpointing`` recomputes activations in the
+    backward pass; ``strategy`` ``fsdp`` shards the model over the workers (``ddp``
+    replicates it). ``deterministic`` turns on deterministic kernels (bit-exact replays).
     """
 
     method: Literal["sft", "dpo"]
@@ -68,6 +73,11 @@ class TrainConfig:
     lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
     adam_beta2: float = 0.999
     num_threads: int | None = None
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    checkpoint_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -100,6 +110,18 @@ class TrainConfig:
             raise ValueError("lora_r: LoRA needs lora_r ≥ 1 and at least one target module")
         if self.beta <= 0:
             raise ValueError(f"beta: must be > 0 (got {self.beta})")
+        accumulation = self.gradient_accumulation_steps
+        if accumulation < 1 or self.batch_size % accumulation:
+            raise ValueError(
+                f"gradient_accumulation_steps: must be ≥ 1 and divide batch_size "
+                f"{self.batch_size} (got {accumulation})"
+            )
+        if self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"strategy: ddp or fsdp (got {self.strategy!r})")
+        if self.checkpoint_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(
+                f"checkpoint_dtype: auto, float32 or bfloat16 (got {self.checkpoint_dtype!r})"
+            )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.training import PreferenceExample, TrainConfig, TrainResult
 from dataflywheel.training.sft import (
     check_out_dir,
+    checkpoint_dtype,
     determinism_scope,
     load_for_training,
     lora_config,
@@ -77,7 +78,7 @@ def train_dpo(
             peft_config=lora_config(config),
         )
         silence(trainer).train()
-        save_merged(trainer.model, tokenizer, out_dir)
+        save_merged(trainer, tokenizer, out_dir, checkpoint_dtype(config, model_dir))
     import torch
 
     losses = step_losses(trainer.state.log_history)

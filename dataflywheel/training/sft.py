@@ -110,8 +110,8 @@ def trainer_args(config: TrainConfig, scratch: Path) -> dict[str, Any]:
         "learning_rate": config.learning_rate,
         "num_train_epochs": config.epochs or 1,
         "max_steps": config.max_steps or -1,
-        "per_device_train_batch_size": config.batch_size,
-        "gradient_accumulation_steps": 1,
+        "per_device_train_batch_size": config.batch_size // config.gradient_accumulation_steps,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
         # transformers 5 folded warmup_ratio into warmup_steps: a float in [0, 1) is a ratio.
         "warmup_steps": config.warmup_ratio,
         "weight_decay": config.weight_decay,
@@ -122,17 +122,22 @@ def trainer_args(config: TrainConfig, scratch: Path) -> dict[str, Any]:
         else config.lr_scheduler,
         "seed": config.seed,
         "data_seed": config.seed,
-        "full_determinism": True,
+        # Deterministic kernels (and, on GPU, CUBLAS_WORKSPACE_CONFIG and
+        # CUDA_LAUNCH_BLOCKING: determinism_scope undoes them afterwards) only when the run
+        # asks for bit-exact replays; the seeds above apply either way.
+        "full_determinism": config.deterministic,
         # TRL defaults bf16=True and gradient_checkpointing=True; both change the numbers
-        # and the first only makes sense when asked for.
+        # and are on only when asked for.
         "bf16": config.dtype == "bfloat16",
         "fp16": False,
-        "gradient_checkpointing": False,
+        # Under FSDP, activation checkpointing is FSDP's own (below), not the model's.
+        "gradient_checkpointing": config.gradient_checkpointing and config.strategy != "fsdp",
         "dataloader_num_workers": 0,
         # Under Ray Train's DDP every trainable weight is used in every step (LoRA freezes
         # the rest): the unused-parameter search would only cost a graph walk per step.
         "ddp_find_unused_parameters": False,
-        "dataloader_pin_memory": False,
+        # Page-locked batches speed host-to-GPU copies; on CPU there is nothing to copy.
+        "dataloader_pin_memory": torch.cuda.is_available(),
         "save_strategy": "no",
         "eval_strategy": "no",
         "report_to": "none",
@@ -141,6 +146,24 @@ def trainer_args(config: TrainConfig, scratch: Path) -> dict[str, Any]:
         "disable_tqdm": True,
         "log_level": "error",
         "push_to_hub": False,
+        **fsdp_args(config),
+    }
+
+
+def fsdp_args(config: TrainConfig) -> dict[str, Any]:
+    """transformers' FSDP settings (FSDP2 through accelerate) for ``strategy="fsdp"``: every
+    worker keeps a shard of the weights, gradients and optimiser states; the full state
+    dict is gathered once, for saving."""
+    if config.strategy != "fsdp":
+        return {}
+    return {
+        "fsdp": True,
+        "fsdp_config": {
+            "version": 2,
+            "reshard_after_forward": True,
+            "state_dict_type": "FULL_STATE_DICT",
+            "activation_checkpointing": config.gradient_checkpointing,
+        },
     }
 
 
@@ -172,11 +195,43 @@ def load_for_training(model_dir: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def save_merged(model: Any, tokenizer: Any, out_dir: Path) -> Path:
-    """Save a trained model as a plain HF folder, merging a LoRA adapter first."""
+def checkpoint_dtype(config: TrainConfig, model_dir: Path) -> str:
+    """The dtype the trained weights are saved in: ``config.checkpoint_dtype``, or for
+    ``auto`` the base model's own dtype (its config.json) under bfloat16 precision and
+    float32 under float32 precision."""
+    if config.checkpoint_dtype != "auto":
+        return config.checkpoint_dtype
+    if config.dtype == "float32":
+        return "float32"
+    import json
+
+    base = json.loads((Path(model_dir) / "config.json").read_text())
+    text = base.get("text_config", base)
+    own = text.get("dtype") or text.get("torch_dtype") or base.get("torch_dtype")
+    return own if own in ("float32", "bfloat16", "float16") else "bfloat16"
+
+
+def save_merged(trainer: Any, tokenizer: Any, out_dir: Path, dtype: str = "float32") -> Path:
+    """Save a trainer's model as a plain HF folder in ``dtype``, merging a LoRA adapter
+    first. Under FSDP every worker takes part in gathering the full weights; the main
+    process writes them."""
+    import torch
+
+    model = trainer.model
+    target = getattr(torch, dtype)
+    if getattr(trainer, "is_fsdp_enabled", False):
+        state = trainer.accelerator.get_state_dict(model)  # collective: every rank calls it
+        if not trainer.accelerator.is_main_process:
+            return out_dir
+        unwrapped = trainer.accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(out_dir, state_dict={k: v.to(target) for k, v in state.items()})
+        unwrapped.config.dtype = dtype
+        unwrapped.config.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        return out_dir
     if hasattr(model, "merge_and_unload"):  # a peft model: fold B·A·scale into the weights
         model = model.merge_and_unload()
-    model.save_pretrained(out_dir)
+    model.to(target).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
 
@@ -249,7 +304,7 @@ def train_sft(
             peft_config=lora_config(config),
         )
         silence(trainer).train()
-        save_merged(trainer.model, tokenizer, out_dir)
+        save_merged(trainer, tokenizer, out_dir, checkpoint_dtype(config, model_dir))
     import torch
 
     losses = step_losses(trainer.state.log_history)

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from types import ModuleType
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dataflywheel.prompts import Prompt, canonical_json, sha256_hex
 
@@ -110,10 +110,41 @@ def _source_digest(module: ModuleType) -> str:
     return sha256_hex(inspect.getsource(module))
 
 
+class ScorerResources(BaseModel):
+    """What a scorer that runs a model (a reward model, an LLM judge) reserves on Ray for
+    each scoring task. Where a scorer runs does not change its verdicts, so these fields are
+    not part of its version."""
+
+    num_gpus: float = Field(
+        0,
+        ge=0,
+        le=8,
+        description="GPUs each scoring task reserves while this scorer runs (the model runs on "
+        "the GPU Ray grants it); not part of the verifier's version.",
+    )
+    memory_gib: float = Field(
+        0,
+        ge=0,
+        le=4096,
+        description="Host memory each scoring task reserves while this scorer runs, in GiB "
+        "(Ray's memory resource: tasks wait for a node with that much free); not part of the "
+        "verifier's version.",
+    )
+
+
+def scorer_resources(configs: Iterable[BaseModel | Mapping[str, Any]]) -> tuple[float, float]:
+    """(GPUs, host memory in GiB) a scoring task reserves for the verifiers ``configs``: the
+    most any model scorer among them declares."""
+    dumped = [c.model_dump() if isinstance(c, BaseModel) else c for c in configs]
+    gpus = max((float(c.get("num_gpus") or 0) for c in dumped), default=0.0)
+    memory = max((float(c.get("memory_gib") or 0) for c in dumped), default=0.0)
+    return gpus, memory
+
+
 def verifier_version(config: BaseModel, *modules: ModuleType) -> str:
     """sha256 over the modules' source code and the canonical JSON of the configuration."""
     payload = {
-        "config": config.model_dump(mode="json"),
+        "config": config.model_dump(mode="json", exclude=set(ScorerResources.model_fields)),
         "code": [_source_digest(module) for module in modules],
     }
     return sha256_hex(canonical_json(payload))

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from dataflywheel.prompts import Prompt
-from dataflywheel.verifiers import Score, verifier_version
+from dataflywheel.verifiers import Score, ScorerResources, verifier_version
 from dataflywheel.verifiers.reward_model import URI_PREFIXES, _resolve_local, render
 
 CURRENT = "current"
@@ -41,7 +41,7 @@ DEFAULT_RUBRIC = (
 MAX_JUDGEMENT_CHARS = 2000
 
 
-class LlmJudgeConfig(BaseModel):
+class LlmJudgeConfig(ScorerResources):
     """Configuration of ``llm_judge``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

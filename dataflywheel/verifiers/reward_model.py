@@ -26,10 +26,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from dataflywheel.prompts import Prompt, canonical_json, sha256_hex
-from dataflywheel.verifiers import Score, verifier_version
+from dataflywheel.verifiers import Score, ScorerResources, verifier_version
 
 URI_PREFIXES = ("store:",)
 
@@ -48,7 +48,7 @@ def _resolve_local(value: str, info: ValidationInfo | None) -> str:
     return str(path)
 
 
-class RewardModelConfig(BaseModel):
+class RewardModelConfig(ScorerResources):
     """Configuration of ``reward_model``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -152,7 +152,8 @@ class RewardModelVerifier:
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             tokenizer.truncation_side = "left"  # keep the completion's end
-            model.eval()
+            # The GPU when the scoring task was granted one (Ray sets CUDA_VISIBLE_DEVICES).
+            model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
             self._loaded = (tokenizer, model)
         return self._loaded
 
@@ -172,7 +173,7 @@ class RewardModelVerifier:
                 max_length=self.config.max_length,
             )
             with torch.inference_mode():
-                logits = model(**encoded).logits
+                logits = model(**encoded.to(model.device)).logits
             out.extend(float(v) for v in logits[:, 0].tolist())
         return out
 

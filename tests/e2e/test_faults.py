@@ -228,8 +228,10 @@ def test_killed_worker_node_mid_verification_the_round_completes(
     tiny_spec.pop("warmup")  # the fault hits round 1; a warm-up round adds nothing here
     tiny_spec["prompts"]["num_prompts"] = 1400  # 4,200 train samples: five verification shards
     spec = _spec(tmp_path, tiny_spec)
-    # The head has a CPU for the generator actor and one for other work; the second node
-    # joins once the actor lives on the head, so killing it leaves the generator alone.
+    # The head has a CPU for the generator actor (reserved here: by default it takes none)
+    # and one for other work; the second node joins once the actor lives on the head, so
+    # killing it leaves the generator alone.
+    tiny_spec["resources"] = {"generator_cpus": 1}
     os.environ["FLYWHEEL_RAY_ADDRESS"] = local_cluster.start_head(num_cpus=2)
     context.reset()
     killed: dict[str, object] = {}
@@ -259,8 +261,10 @@ def test_killed_worker_node_mid_verification_the_round_completes(
             stop.wait(0.1)
         while not stop.is_set():
             if paused.exists():
-                killed["pids"] = local_cluster.kill_node("second")
+                # The time before the kill: the paused shard's retry may finish on the head
+                # before kill_node has waited for every process of the node to die.
                 killed["at"] = time.time()
+                killed["pids"] = local_cluster.kill_node("second")
                 return
             stop.wait(0.05)
 

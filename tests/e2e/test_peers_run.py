@@ -1,8 +1,15 @@
 """Peers end to end: two models trained side by side vote on pseudo-labels (training.peers),
-on fixed-width addition posed both ways (prompts.commuted_views) — the rows they leave."""
+on fixed-width addition posed both ways (prompts.commuted_views) — the rows they leave.
+
+The run shares one GPU between its two peers' generators and trainers (``resources.
+gpu_sharing: colocate``), declared to the local Ray it starts: Ray schedules by the declared
+GPU while the models run on CPU, so every placement decision is the one a one-GPU node sees.
+It must finish (no reservation waits forever), and the leases it records must show that no
+training overlapped an awake generator or another peer's training on that GPU."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -12,6 +19,7 @@ import yaml
 
 from dataflywheel.config import Settings
 from dataflywheel.db.session import make_engine
+from dataflywheel.gpu.placement_fit import PlacementError
 from dataflywheel.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -41,11 +49,32 @@ def test_peers_vote_and_views_agree(
         "agree_across_peers": True,
         "agree_across_views": True,
     }
+    tiny_spec["resources"] = {
+        **tiny_spec.get("resources", {}),
+        "gpu_sharing": "colocate",
+        "generator_gpus": 1,
+        "train_gpus_per_worker": 1,
+        "gpu_memory_gib": 1,
+    }
+    # The numbers stay CPU's: float32 training, bit-exact kernels.
+    tiny_spec["training"]["precision"] = "float32"
+    tiny_spec["reproducibility"] = "bitwise"
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(tiny_spec))
     from flows.flywheel_run import flywheel_run
 
+    os.environ["FLYWHEEL_RAY_NUM_GPUS"] = "1"  # flywheel_env restores the environment
+    # The same run on dedicated GPUs would hold 2 generators and 2 trainers at once: refused
+    # before anything is registered, instead of a training that waits forever.
+    dedicated = {**tiny_spec, "resources": {**tiny_spec["resources"], "gpu_sharing": "dedicated"}}
+    (tmp_path / "dedicated.yaml").write_text(yaml.safe_dump(dedicated))
+    with pytest.raises(PlacementError, match="resources.gpu_sharing to colocate"):
+        flywheel_run(load_spec(tmp_path / "dedicated.yaml"))
+    with make_engine(db_url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one() == 0
+
     run_id = flywheel_run(load_spec(spec_file))
+    _check_leases(db_url, run_id)
 
     with make_engine(db_url).connect() as conn:
         q = lambda sql, **kw: conn.execute(sa.text(sql), kw).all()  # noqa: E731
@@ -117,3 +146,33 @@ def test_peers_vote_and_views_agree(
         print(f"kept {len(kept)} of {len(prompts)} prompts")
         assert set(kept) == expected
         assert 0 < len(kept) < len(prompts)  # the rule kept some and refused some
+
+
+def _check_leases(db_url: str, run_id: int) -> None:
+    """Every round's recorded GPU leases: each training ran on the one declared GPU after
+    every generator had released it (an ``awake`` lease that ended before the training
+    began), and no other lease (a generator's, the other peer's training) overlaps it."""
+    with make_engine(db_url).connect() as conn:
+        rounds = conn.execute(
+            sa.text("SELECT index, manifest FROM rounds WHERE run_id = :r ORDER BY index"),
+            {"r": run_id},
+        ).all()
+    leases = [lease for _, m in rounds for lease in (m or {}).get("gpu_leases", [])]
+    trains = [x for x in leases if x["stage"] == "train"]
+    awake = [x for x in leases if x["stage"] == "awake"]
+    generating = [x for x in leases if x["stage"].startswith("generate")]
+    # Warm-up and round 1 train both peers; generation ran in the baseline, round 1 and evals.
+    assert len(trains) == 2 * 2 and awake and generating
+    assert {tuple(x["gpus"]) for x in leases} == {("0",)}
+    for train in trains:
+        for other in leases:
+            if other is train:
+                continue
+            apart = other["end"] <= train["start"] or other["start"] >= train["end"]
+            assert apart, f"{train} overlaps {other}"
+    # Each generator that served before a training gave the GPU back before it began.
+    for train in trains:
+        before = [g for g in generating if g["end"] <= train["start"]]
+        for holder in {g["holder"] for g in before}:
+            released = [a for a in awake if a["holder"] == holder and a["end"] <= train["start"]]
+            assert released, f"{holder} never released the GPU before {train}"

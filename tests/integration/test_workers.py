@@ -8,6 +8,7 @@ that drives Ray Train reserves none).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from dataflywheel.training import TrainConfig
 from dataflywheel.training.tiny import TinyModelConfig
 from workers.bootstrap import build_base_model
 from workers.generator import GeneratorWorker
+from workers.model_cache import ModelCache
 from workers.trainer import TrainOutcome, train_checkpoint, train_distributed
 
 TINY = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256)
@@ -32,7 +34,8 @@ GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=6)
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Two GPUs declared: Ray schedules by them while everything runs on CPU.
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -82,7 +85,12 @@ def test_generator_serves_a_stored_model(generator, base_key: str) -> None:
     assert ray.get(worker.probe.remote()) is False  # nothing loaded yet
     node = ray.get(worker.load.remote(base_key, "float32"))
     assert node == ray.get_runtime_context().get_node_id() == ray.get(worker.node_id.remote())
-    assert [p.name for p in cache.iterdir()] == [digest_of_key(base_key)]
+    # One entry in the node's cache, pinned by the actor's process while it serves it.
+    assert [(e.digest, e.pinned) for e in ModelCache(cache).entries()] == [
+        (digest_of_key(base_key), True)
+    ]
+    pid = ray.get(worker.health.remote())["pid"]
+    assert [p.name.split("-")[1] for p in cache.glob("*.inuse-*")] == [str(pid)]
     assert ray.get(worker.probe.remote()) is True
     requests = [GenerationRequest(i, 0, 0, f"{i}+{i}=") for i in range(10)]
     out = ray.get(worker.generate.remote(requests, GREEDY))
@@ -94,7 +102,8 @@ def test_generator_serves_a_stored_model(generator, base_key: str) -> None:
     bf16 = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=6, dtype="bfloat16")
     assert len(ray.get(worker.generate.remote(requests[:2], bf16))) == 2
     assert ray.get(worker.loaded.remote()) == (base_key, "bfloat16")
-    assert len(list(cache.iterdir())) == 1
+    assert len(ModelCache(cache).entries()) == 1
+    assert len(list(cache.glob("*.inuse-*"))) == 1  # the float32 load's pin was released
 
 
 def test_train_checkpoint_stores_a_new_model(
@@ -124,9 +133,11 @@ def test_train_checkpoint_stores_a_new_model(
     assert tuned.keys() == original.keys()
     assert any(not (tuned[k] == original[k]).all() for k in tuned)
     # The generator switches to the new checkpoint.
-    worker, _ = generator
+    worker, cache = generator
     ray.get(worker.load.remote(outcome.model_key, "float32"))
     assert ray.get(worker.probe.remote()) is True
+    pins = {e.digest: e.pinned for e in ModelCache(cache).entries()}
+    assert pins == {digest_of_key(base_key): False, outcome.digest: True}
     # Replaying the same inputs gives the same checkpoint key (CPU, float32, same threads).
     replay: TrainOutcome = ray.get(
         train_checkpoint.remote(store.uri, {}, base_key, dataset_key, config, "sft")
@@ -178,21 +189,55 @@ def test_ddp_over_two_ray_train_workers(
         method="sft", mode="full", learning_rate=1e-3, batch_size=8, seed=0, max_steps=4
     )
     two = {"num_workers": 2, "use_gpu": False, "resources_per_worker": {"CPU": 0.5}}
-    one = {"num_workers": 1, "use_gpu": False, "resources_per_worker": {"CPU": 0.5}}
     args = (store.uri, {}, base_key, dataset_key, config, "sft", None)
     ddp: TrainOutcome = ray.get(train_distributed.remote(*args, two))
-    single: TrainOutcome = ray.get(train_distributed.remote(*args, one))
     plain: TrainOutcome = ray.get(train_checkpoint.options(num_cpus=0.5).remote(*args))
-    assert len(ddp.worker_nodes) == 2 and ddp.result.steps == single.result.steps == 4
+    assert len(ddp.worker_nodes) == 2 and ddp.result.steps == plain.result.steps == 4
     # Two workers with 4 rows each see the same global batches of 8 as one worker with 8:
     # gradients are averaged across workers, so the losses agree to float rounding.
-    assert ddp.result.losses == pytest.approx(single.result.losses, rel=1e-4)
+    assert ddp.result.losses == pytest.approx(plain.result.losses, rel=1e-4)
     assert ddp.model_key != base_key
-    # One Ray Train worker and the plain one-worker task train the same model.
-    assert plain.result.losses == pytest.approx(single.result.losses, rel=1e-5)
+    # FSDP shards weights, gradients and optimiser states over the workers instead of
+    # replicating them: the same mathematics, so the same losses; the saved weights are
+    # the full model, gathered once.
+    sharded = dataclasses.replace(config, strategy="fsdp", deterministic=False)
+    fsdp: TrainOutcome = ray.get(
+        train_distributed.remote(store.uri, {}, base_key, dataset_key, sharded, "sft", None, two)
+    )
+    assert fsdp.result.losses == pytest.approx(ddp.result.losses, rel=1e-4)
+    tensors = {
+        name: load_file(store.get_tree(o.model_key, tmp_path / name) / "model.safetensors")
+        for name, o in (("ddp", ddp), ("fsdp", fsdp))
+    }
+    assert tensors["fsdp"].keys() == tensors["ddp"].keys()
+    for key, value in tensors["fsdp"].items():
+        assert value.shape == tensors["ddp"][key].shape
+        assert value.float().sub(tensors["ddp"][key].float()).abs().max() < 1e-3
     # Same inputs, same worker count: the same bytes (gloo sums in a fixed order).
     again: TrainOutcome = ray.get(train_distributed.remote(*args, two))
     assert again.model_key == ddp.model_key
+
+
+def test_a_tensor_parallel_generator_is_granted_that_many_gpus(
+    ray_local: None, store: LocalStore, tmp_path: Path
+) -> None:
+    from dataflywheel.spec import RunSpec
+    from workers.driver.placement import generator_resources
+
+    spec = RunSpec.model_validate(
+        {
+            "model": {"source": "smollm2"},
+            "prompts": {"kind": "builtin", "family": "word_problems"},
+            "resources": {"generator_gpus": 1},
+            "generation": {"engine": {"tensor_parallel_size": 2}},
+        }
+    )
+    options = {**generator_resources(spec), "num_cpus": 0}
+    actor = GeneratorWorker.options(**options).remote("transformers", store.uri, {}, str(tmp_path))
+    try:
+        assert sorted(ray.get(actor.health.remote())["gpus"]) == ["0", "1"]
+    finally:
+        ray.kill(actor)
 
 
 def test_batch_that_does_not_split_over_the_workers_is_refused(

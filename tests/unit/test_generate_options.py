@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dataflywheel.generation.engine_options import backend_options
 from dataflywheel.spec import load_spec
-from tasks.generate import backend_options
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

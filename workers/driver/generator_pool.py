@@ -132,12 +132,28 @@ class Generator:
         self.actor = placement.generator(self.run_id, **self._actor_options())
 
     def _actor_options(self) -> dict[str, Any]:
-        return {
-            "backend": self.spec.generation.backend,
-            "backend_options": self.backend_options,
-            "index": self.index,
-            **placement.generator_resources(self.spec),
-        }
+        return actor_options(self.spec, self.index, self.backend_options)
+
+
+def actor_options(spec: RunSpec, index: int, backend_options: dict[str, Any]) -> dict[str, Any]:
+    """``placement.generator``'s options for the run's actor number ``index``."""
+    return {
+        "backend": spec.generation.backend,
+        "backend_options": backend_options,
+        "index": index,
+        **placement.generator_resources(spec),
+    }
+
+
+def start_actors(run_id: int, spec: RunSpec, backend_options: dict[str, Any], settings: Any) -> int:
+    """Create every generator actor of the run now, waiting for none: each imports its
+    backend's libraries while the flow prepares the base model, and the stages then find it
+    by name (``placement.generator``). Returns how many there are."""
+    ray_session.connect(settings)
+    slots = placement.generator_slots(spec)
+    for index in range(slots):
+        placement.generator(run_id, **actor_options(spec, index, backend_options))
+    return slots
 
 
 def run(

@@ -11,10 +11,12 @@ reuses the same loaded model instead of starting a new one.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 from dataflywheel.config import Settings
 from dataflywheel.spec import ResourcesSpec, RunSpec
+from dataflywheel.verifiers import scorer_resources
 from workers.driver.ray_session import NAMESPACE
 
 # A named actor that is not detached is still reference counted: once the last handle in
@@ -25,18 +27,19 @@ _HANDLES: dict[str, Any] = {}
 
 
 def generator_cpus(actors: int) -> float:
-    """The CPUs each of a run's ``actors`` generator actors reserves by default: one CPU for
-    all of them.
+    """The CPUs each of a run's ``actors`` generator actors reserves by default: none.
 
     A generator actor lives for the whole run and keeps its reservation while it idles, and
-    verification tasks and the trainer (one CPU each) run while the generators wait. On a
-    2-core machine, two actors reserving a CPU each would leave nothing for them: the round
-    would wait forever. Generation and training take turns, so sharing one reservation costs
-    no throughput on one machine; a GPU generator's real limit is its ``num_gpus``, and a
-    cluster sets ``resources.generator_cpus`` to give each actor cores of its own."""
+    verification tasks and trainers (one CPU each) run while the generators wait: generation
+    and training take turns. Any CPU the idle generators held would be missing from them: with
+    a shared reservation of one CPU, a 2-core machine trained two peers one after another,
+    each on one core, while the other core idled. Ray still runs a zero-CPU actor's torch on
+    one thread (``OMP_NUM_THREADS=1``, as for a fraction of a CPU), so samples do not change.
+    A GPU generator's real limit is its ``num_gpus``, and a cluster sets
+    ``resources.generator_cpus`` to give each actor cores of its own."""
     if actors < 1:
         raise ValueError(f"actors: must be ≥ 1 (got {actors})")
-    return 1 / actors
+    return 0.0
 
 
 def generator_slots(spec: RunSpec) -> int:
@@ -51,27 +54,69 @@ def generator_index(spec: RunSpec, peer: int, slot: int) -> int:
     return peer * spec.resources.generators + slot
 
 
+# Under gpu_sharing colocate a GPU is split in two halves: the run's generators share one
+# (each takes its part of it), the trainer takes the other. Ray then places them on the same
+# GPU, and neither waits for the other's reservation; who may use the memory when is the
+# GPU lease's business (the generators release it before training: ``gpu_lease``).
+COLOCATE_GENERATORS_SHARE = 0.5
+COLOCATE_TRAINER_SHARE = 0.5
+
+
+def colocated(spec: RunSpec | ResourcesSpec) -> bool:
+    res = spec.resources if isinstance(spec, RunSpec) else spec
+    return res.gpu_sharing == "colocate"
+
+
+def generator_gpus(spec: RunSpec) -> float:
+    """GPUs each generator actor reserves: ``resources.generator_gpus``, times the engine's
+    tensor-parallel size; under colocate, its part of the generators' half of one GPU."""
+    res = spec.resources
+    if colocated(spec):
+        return round(COLOCATE_GENERATORS_SHARE / generator_slots(spec), 6)
+    return res.generator_gpus * spec.generation.engine.tensor_parallel_size
+
+
+def trainer_gpus(resources: ResourcesSpec) -> float:
+    """GPUs each training worker reserves (the trainer's half under colocate)."""
+    if colocated(resources):
+        return COLOCATE_TRAINER_SHARE
+    return resources.train_gpus_per_worker
+
+
 def generator_resources(spec: RunSpec) -> dict[str, float]:
     """``num_cpus`` / ``num_gpus`` of each of the run's generator actors."""
     res = spec.resources
     cpus = res.generator_cpus or generator_cpus(generator_slots(spec))
-    return {"num_cpus": cpus, "num_gpus": res.generator_gpus}
+    return {"num_cpus": cpus, "num_gpus": generator_gpus(spec)}
 
 
 def verify_options(spec: RunSpec) -> dict[str, float]:
     """Ray options of one verification task (a shard of samples)."""
-    return {"num_cpus": spec.resources.verify_cpus}
+    return {"num_cpus": spec.resources.verify_cpus, **scorer_options(spec.verification.verifiers)}
+
+
+def scorer_options(configs: Iterable[Any]) -> dict[str, float]:
+    """Ray options for the GPUs and host memory a scoring task reserves for the verifiers
+    ``configs`` (``dataflywheel.verifiers.scorer_resources``)."""
+    gpus, memory = scorer_resources(configs)
+    options: dict[str, float] = {}
+    if gpus:
+        options["num_gpus"] = gpus
+    if memory:
+        options["memory"] = int(memory * 2**30)
+    return options
 
 
 def train_scaling(resources: ResourcesSpec) -> dict[str, Any]:
     """Keyword arguments of Ray Train's ``ScalingConfig`` for one training run (plain data,
     so the flow process needs no ``ray.train`` import)."""
     per_worker = {"CPU": resources.train_cpus_per_worker}
-    if resources.train_gpus_per_worker:
-        per_worker["GPU"] = resources.train_gpus_per_worker
+    gpus = trainer_gpus(resources)
+    if gpus:
+        per_worker["GPU"] = gpus
     return {
         "num_workers": resources.train_workers,
-        "use_gpu": resources.train_gpus_per_worker > 0,
+        "use_gpu": gpus > 0,
         "resources_per_worker": per_worker,
         "placement_strategy": resources.train_placement,
     }
@@ -95,12 +140,30 @@ def trainer_options(resources: ResourcesSpec) -> dict[str, Any]:
     if not distributed_training(resources):
         return {
             "num_cpus": resources.train_cpus_per_worker,
-            "num_gpus": resources.train_gpus_per_worker,
+            "num_gpus": trainer_gpus(resources),
         }
     import ray
 
     address = ray.get_runtime_context().gcs_address
     return {"num_cpus": 0, "runtime_env": {"env_vars": {"RAY_ADDRESS": address}}}
+
+
+def check_cluster(spec: RunSpec) -> None:
+    """Refuse (``PlacementError``) a run whose GPU reservations the connected cluster's
+    live nodes cannot all grant; see ``dataflywheel/gpu/placement_fit.py``."""
+    import ray
+
+    from dataflywheel.gpu.placement_fit import PlacementError, placement_errors
+
+    nodes = [n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    errors = placement_errors(spec, nodes)
+    if errors:
+        raise PlacementError("; ".join(errors))
+
+
+def generator_name(run_id: int, index: int) -> str:
+    """The Ray name of the run's generator actor number ``index``."""
+    return f"generator-run{run_id}-{index}"
 
 
 def generator(
@@ -118,7 +181,7 @@ def generator(
     from workers.generator import GeneratorWorker
 
     settings = _settings_for_workers()
-    name = f"generator-run{run_id}-{index}"
+    name = generator_name(run_id, index)
     # Keyed by the Ray job too: a handle from an earlier ray.init in this process is dead.
     key = f"{ray.get_runtime_context().get_job_id()}/{name}"
     if key in _HANDLES:  # the creating handle: a borrowed one does not keep the actor alive
@@ -158,7 +221,7 @@ def replace_generator(
 
     import ray
 
-    name = f"generator-run{run_id}-{index}"
+    name = generator_name(run_id, index)
     key = f"{ray.get_runtime_context().get_job_id()}/{name}"
     old = _HANDLES.pop(key, None)
     with contextlib.suppress(ValueError):  # not registered (any more): kill the handle we hold
@@ -191,12 +254,12 @@ def release_generators(run_id: int, count: int = 8) -> None:
 
     for index in range(count):
         try:
-            actor = ray.get_actor(f"generator-run{run_id}-{index}", namespace=NAMESPACE)
+            actor = ray.get_actor(generator_name(run_id, index), namespace=NAMESPACE)
         except ValueError:
             continue
         ray.kill(actor)
         job = ray.get_runtime_context().get_job_id()
-        _HANDLES.pop(f"{job}/generator-run{run_id}-{index}", None)
+        _HANDLES.pop(f"{job}/{generator_name(run_id, index)}", None)
 
 
 def _settings_for_workers() -> dict[str, Any]:

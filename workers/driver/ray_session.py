@@ -125,6 +125,8 @@ def connect(settings: Settings) -> None:
                     "or unset FLYWHEEL_RAY_ADDRESS to use a local Ray"
                 ) from exc
             return
+        if settings.ray_num_gpus is not None:
+            options["num_gpus"] = settings.ray_num_gpus
         token = uuid.uuid4().hex
         # The record first: a SIGKILL during ray.init still leaves what `reap` needs.
         owned = _Owned(token, process_records.write(records_dir(settings), token=token))

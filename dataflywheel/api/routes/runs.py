@@ -29,6 +29,7 @@ from dataflywheel.api.schemas import (
 from dataflywheel.db import api_queries, queries
 from dataflywheel.db.models import RUN_STATUSES, Run
 from dataflywheel.db.session import session_scope
+from dataflywheel.gpu.memory_plan import plan_for_spec
 from dataflywheel.reporting import report_json, run_report
 from dataflywheel.spec import RunSpec, spec_hash
 
@@ -74,7 +75,12 @@ def create_run(
     ] = None,
 ) -> Any:
     """Validate the spec, start it as a run of the `flywheel_run` deployment and return our
-    run id with the Prefect flow run id. 503 (and nothing recorded) when Prefect is down."""
+    run id with the Prefect flow run id. 422 (and nothing recorded) when its GPU workers
+    cannot fit (`flywheel plan`); 503 (and nothing recorded) when Prefect is down."""
+    memory = plan_for_spec(spec)
+    if memory.refused:
+        refusals = list(memory.refusals)
+        raise ApiError(422, "the memory plan refuses this spec: " + "; ".join(refusals), refusals)
     state = request.app.state
     deployment = state.config.deployment
     if idempotency_key:
