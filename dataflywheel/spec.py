@@ -832,7 +832,8 @@ class RunSpec(BaseModel):
     selection: SelectionConfig = Field(
         default_factory=RejectionSamplingConfig,
         discriminator="recipe",
-        description="Selection recipe: rejection_sampling, majority_vote or preference_pairs.",
+        description="Selection recipe: rejection_sampling, majority_vote, preference_pairs or "
+        "best_of_n.",
     )
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training.")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec, description="Evaluation.")
@@ -880,15 +881,23 @@ class RunSpec(BaseModel):
     def _sample_counts(self) -> None:
         n = self.generation.samples_per_prompt
         needs_group = {
-            "selection.recipe": self.selection.recipe in ("majority_vote", "preference_pairs")
+            "selection.recipe": self.selection.recipe
+            in ("majority_vote", "preference_pairs", "best_of_n")
         }
         needs_group["verification.verifiers"] = "majority_vote" in self.verification.names
         for field, needed in needs_group.items():
             if needed and n < 2:
                 raise ValueError(
-                    f"{field}: majority votes and preference pairs compare samples of one prompt; "
-                    f"set generation.samples_per_prompt ≥ 2 (≥ 3 avoids ties), got {n}"
+                    f"{field}: majority votes, preference pairs and best-of-N compare samples "
+                    f"of one prompt; set generation.samples_per_prompt ≥ 2 (≥ 3 avoids ties), "
+                    f"got {n}"
                 )
+        k = getattr(self.selection, "k", None)
+        if self.selection.recipe == "best_of_n" and k is not None and k >= n:
+            raise ValueError(
+                f"selection.k: best_of_n keeps the best k of generation.samples_per_prompt "
+                f"({n}) samples; k ≥ {n} keeps them all: lower k below {n} or draw more samples"
+            )
         m = self.eval_samples_per_prompt
         if "pass@k" in self.evaluation.metrics and self.evaluation.k > m:
             raise ValueError(

@@ -176,6 +176,21 @@ def require_score(candidate: Candidate, verifier: str) -> Score:
         ) from None
 
 
+def score_value(candidate: Candidate, score_by: str | None) -> float | None:
+    """The value that ranks ``candidate``: verifier ``score_by``'s, or the mean of all its
+    scores; None when a needed score is unscorable."""
+    names = [score_by] if score_by is not None else sorted(candidate.scores)
+    if not names:
+        raise ValueError(
+            f"sample {candidate.sample_id!r} (prompt {candidate.prompt_id!r}) has no scores; "
+            "score every sample before selecting"
+        )
+    scores = [require_score(candidate, name) for name in names]
+    if any(score.value is None for score in scores):
+        return None
+    return sum(score.value for score in scores if score.value is not None) / len(scores)
+
+
 def prompt_rng(seed: int, prompt_id: PromptId, purpose: str) -> random.Random:
     """An RNG of its own per prompt: adding a prompt never changes another prompt's draw."""
     digest = hashlib.sha256(canonical_json([seed, purpose, prompt_id]).encode()).digest()
@@ -183,12 +198,13 @@ def prompt_rng(seed: int, prompt_id: PromptId, purpose: str) -> random.Random:
 
 
 # Built after the types above exist, because each recipe module imports them from here.
-from dataflywheel.recipes import majority, preference, rejection  # noqa: E402
+from dataflywheel.recipes import best_of_n, majority, preference, rejection  # noqa: E402
 
 SelectionConfig = (
     rejection.RejectionSamplingConfig
     | majority.MajorityVoteSelectionConfig
     | preference.PreferencePairsConfig
+    | best_of_n.BestOfNConfig
 )
 Recipe = Callable[..., SelectionResult]
 
@@ -196,12 +212,14 @@ REGISTRY: dict[str, Recipe] = {
     "rejection_sampling": rejection.select,
     "majority_vote": majority.select,
     "preference_pairs": preference.select,
+    "best_of_n": best_of_n.select,
 }
 
 CONFIG_TYPES: dict[str, type[BaseModel]] = {
     "rejection_sampling": rejection.RejectionSamplingConfig,
     "majority_vote": majority.MajorityVoteSelectionConfig,
     "preference_pairs": preference.PreferencePairsConfig,
+    "best_of_n": best_of_n.BestOfNConfig,
 }
 
 

@@ -23,7 +23,7 @@ from dataflywheel.recipes import (
     SelectionResult,
     SelectionStats,
     group_by_prompt,
-    require_score,
+    score_value,
 )
 from dataflywheel.recipes.filters import FilterConfig, filters_field
 
@@ -47,20 +47,6 @@ class PreferencePairsConfig(BaseModel):
         default="best_vs_worst", description="How pairs are formed: best_vs_worst, one per prompt."
     )
     filters: list[FilterConfig] = filters_field()
-
-
-def _value(candidate: Candidate, score_by: str | None) -> float | None:
-    """The ranking value, or None when a needed score is unscorable."""
-    names = [score_by] if score_by is not None else sorted(candidate.scores)
-    if not names:
-        raise ValueError(
-            f"sample {candidate.sample_id!r} (prompt {candidate.prompt_id!r}) has no scores; "
-            "score every sample before selecting"
-        )
-    scores = [require_score(candidate, name) for name in names]
-    if any(score.value is None for score in scores):
-        return None
-    return sum(score.value for score in scores if score.value is not None) / len(scores)
 
 
 def select(
@@ -89,7 +75,7 @@ def select(
         seen += len(samples)
         ranked: list[tuple[float, Candidate]] = []
         for candidate in samples:
-            value = _value(candidate, config.score_by)
+            value = score_value(candidate, config.score_by)
             if value is None:
                 counts["samples_unscorable"] += 1
             else:

@@ -1,5 +1,5 @@
-"""Each recipe example (iterative DPO, self-rewarding, majority vote, rejection-sampling SFT)
-runs one small round for real, with its data filters; then the rows it must leave behind,
+"""Each recipe example (iterative DPO, self-rewarding, majority vote, rejection-sampling SFT,
+best-of-N) runs one small round for real, with its data filters; then the rows it must leave behind,
 the report's data-health numbers and, once, `rescore` without regeneration.
 
 Runs in: the test process as the flow process (tiny models, local Ray, a real Prefect server
@@ -41,7 +41,7 @@ def _small(spec: RunSpec) -> RunSpec:
 
 
 @pytest.mark.parametrize(
-    "example", ["iterative-dpo", "self-rewarding", "majority-vote", "rejection-sft"]
+    "example", ["iterative-dpo", "self-rewarding", "majority-vote", "rejection-sft", "best-of-n"]
 )
 def test_recipe_example_runs_a_round(
     example: str, flywheel_env: Settings, db_url: str, tmp_path: Path
@@ -128,6 +128,27 @@ def test_recipe_example_runs_a_round(
                 "AND x.verifier = 'exact_answer' AND x.passed)",
                 d=dataset_id,
             ) == [(0,)]
+        if example == "best-of-n":
+            # Each kept row is its prompt's best train sample by the mean of the two scores
+            # (ties to the lowest index), at or above the floor; prompts without one are out.
+            best = q(
+                "WITH v AS (SELECT s.id, s.prompt_id, s.sample_index, avg(x.value) AS value "
+                "FROM samples s JOIN rounds r ON r.id = s.round_id JOIN scores x "
+                "ON x.sample_id = s.id WHERE r.run_id = :r AND r.index = 1 "
+                "AND s.purpose = 'train' GROUP BY s.id), "
+                "ranked AS (SELECT id, prompt_id, value, row_number() OVER (PARTITION BY "
+                "prompt_id ORDER BY value DESC, sample_index) AS rank FROM v) "
+                "SELECT id FROM ranked WHERE rank = 1 AND value >= :floor ORDER BY id",
+                r=run_id,
+                floor=spec.selection.min_score,
+            )
+            members = q(
+                "SELECT sample_id FROM dataset_members WHERE dataset_id = :d ORDER BY sample_id",
+                d=dataset_id,
+            )
+            assert stats["recipe_kept"] == len(best) > 0
+            assert set(members) <= set(best) and len(members) == rows
+            assert (stats["k"], stats["score_by"]) == (1, "mean_of_all")
         if example == "majority-vote":
             labels = q("SELECT label FROM dataset_members WHERE dataset_id = :d", d=dataset_id)
             assert all(re.fullmatch(r"\d+", label) for (label,) in labels)

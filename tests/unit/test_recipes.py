@@ -1,4 +1,5 @@
-"""Selection recipes: rejection sampling, majority-vote self-labelling, preference pairs.
+"""Selection recipes: rejection sampling, majority-vote self-labelling, preference pairs,
+best-of-N.
 
 Runs in: the test process (pure).
 """
@@ -11,6 +12,7 @@ import pytest
 
 from dataflywheel import recipes
 from dataflywheel.recipes import Candidate, PreferencePair, PromptFacts, SftRow, group_by_prompt
+from dataflywheel.recipes.best_of_n import BestOfNConfig
 from dataflywheel.recipes.majority import MajorityVoteSelectionConfig
 from dataflywheel.recipes.preference import PreferencePairsConfig
 from dataflywheel.recipes.rejection import RejectionSamplingConfig
@@ -309,3 +311,55 @@ def test_preference_score_by_one_verifier_or_the_mean() -> None:
     assert by_mean.rows[0].chosen_score == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no score from verifier 'c'"):
         _select(cands, PreferencePairsConfig(score_by="c"))
+
+
+# --- best-of-N -------------------------------------------------------------------------------
+
+
+def test_best_of_n_keeps_the_top_k_per_prompt_in_sample_order() -> None:
+    cands = [
+        _cand(2, 0, r=0.2),
+        _cand(1, 3, r=0.9),
+        _cand(1, 0, r=0.1),
+        _cand(1, 1, r=0.9),  # ties with sample 3: the lower index ranks first
+        _cand(1, 2, r=0.7),
+        _cand(2, 1, r=0.0),
+    ]
+    result = _select(cands, BestOfNConfig(score_by="r", k=2))
+    # Prompt 1: 0.9 (s1) and 0.9 (s3) beat 0.7 and 0.1; prompt 2 has only two, both kept.
+    kept = [(r.prompt_id, r.sample_id) for r in result.rows]
+    assert kept == [(1, "1:1"), (1, "1:3"), (2, "2:0"), (2, "2:1")]
+    assert all(isinstance(r, SftRow) and r.label is None for r in result.rows)
+    assert result.stats.counts["outranked"] == 2
+    assert result.stats.details == {"score_by": "r", "k": 2}
+    # Input order does not matter.
+    assert _select(list(reversed(cands)), BestOfNConfig(score_by="r", k=2)).rows == result.rows
+    # k=1: the best of each prompt, even one that no verifier would pass (prompt 2: 0.2).
+    k1 = _select(cands, BestOfNConfig(score_by="r", k=1))
+    assert [r.sample_id for r in k1.rows] == ["1:1", "2:0"]
+
+
+def test_best_of_n_floor_duplicates_and_unscorable() -> None:
+    cands = [
+        _cand(1, 0, "same", r=0.8),
+        _cand(1, 1, "same", r=0.9),  # a repeat of sample 0's text: dropped before ranking
+        _cand(1, 2, r=None),
+        _cand(1, 3, r=0.3),
+        _cand(2, 0, r=0.4),
+    ]
+    result = _select(cands, BestOfNConfig(score_by="r", k=2, min_score=0.5))
+    assert [r.sample_id for r in result.rows] == ["1:0"]
+    counts = result.stats.counts
+    assert (counts["duplicate"], counts["unscorable"], counts["below_min_score"]) == (1, 1, 2)
+    assert (counts["prompts"], counts["prompts_kept"]) == (2, 1)
+    assert result.stats.details["min_score"] == 0.5
+    kept_all = _select(cands, BestOfNConfig(score_by="r", k=3, deduplicate=False))
+    assert [r.sample_id for r in kept_all.rows] == ["1:0", "1:1", "1:3", "2:0"]
+
+
+def test_best_of_n_ranks_by_the_mean_of_all_scores_by_default() -> None:
+    cands = [_cand(1, 0, a=1.0, b=0.0), _cand(1, 1, a=0.0, b=0.8)]
+    assert [r.sample_id for r in _select(cands, BestOfNConfig()).rows] == ["1:0"]
+    assert [r.sample_id for r in _select(cands, BestOfNConfig(score_by="b")).rows] == ["1:1"]
+    with pytest.raises(ValueError, match="no score from verifier 'c'"):
+        _select(cands, BestOfNConfig(score_by="c"))

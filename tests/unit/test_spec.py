@@ -110,6 +110,10 @@ VALID = {
         "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 3},
         "curriculum": {"threshold": 0.8, "max_level": 6},
     },
+    "best_of_n": {
+        "selection": {"recipe": "best_of_n", "k": 2, "min_score": 0.5},
+        "generation": {"samples_per_prompt": 8},
+    },
     # Exactly enough context for the curriculum's top level (1 + 14 + 8 tokens).
     "tiny_curriculum_fits": {
         "model": {"source": "builtin:tiny-llama", "tiny": {"max_seq_len": 23}},
@@ -223,7 +227,15 @@ INVALID = {
     ),
     "majority_with_one_sample": (
         {"selection": {"recipe": "majority_vote"}, "generation": {"samples_per_prompt": 1}},
-        "selection.recipe: majority votes and preference pairs compare samples",
+        "selection.recipe: majority votes, preference pairs and best-of-N compare samples",
+    ),
+    "best_of_n_keeping_every_sample": (
+        {"selection": {"recipe": "best_of_n", "k": 4}, "generation": {"samples_per_prompt": 4}},
+        "selection.k: best_of_n keeps the best k of generation.samples_per_prompt (4)",
+    ),
+    "best_of_n_by_unlisted_verifier": (
+        {"selection": {"recipe": "best_of_n", "score_by": "numeric"}},
+        "selection.score_by: 'numeric' is not in verification.verifiers",
     ),
     "unknown_backend": ({"generation": {"backend": "tgi"}}, "generation.backend: must be one of"),
     "unknown_prompt_kind": ({"prompts": {"kind": "csv"}}, "prompts.kind: must be one of"),
