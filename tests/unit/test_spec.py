@@ -418,6 +418,14 @@ INVALID = {
         },
         "model.tiny.max_seq_len: level 6 needs 23 tokens",
     ),
+    "tiny_auto_context_for_words": (
+        {"model": {"source": "builtin:tiny-llama", "tiny": {"max_seq_len": "auto"}}},
+        "model.tiny.max_seq_len: auto sizes the context from the built-in addition family",
+    ),
+    "tiny_context_below_8": (
+        {"model": {"source": "builtin:tiny-llama", "tiny": {"max_seq_len": 4}}},
+        "model.tiny.max_seq_len: must be a number of tokens ≥ 8 or auto (got 4)",
+    ),
     # Padded to 5 digits: every answer has 6 characters, whatever the level.
     "max_tokens_short_of_the_answers": (
         {
@@ -670,3 +678,24 @@ def test_core_imports_no_model_code() -> None:
         "print(sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules))"
     )
     assert _in_fresh_process(code, "0") == "[]"
+
+
+def test_auto_context_resolves_to_the_number_the_top_level_needs(tmp_path: Path) -> None:
+    patch = {
+        "model": {"source": "builtin:tiny-llama", "tiny": {"max_seq_len": "auto"}},
+        "prompts": {"kind": "builtin", "family": "addition", "max_difficulty": 1},
+        "curriculum": {"max_level": 6},
+        "generation": {"max_tokens": 8},
+    }
+    auto = load_spec(_write(tmp_path, _merge(MINIMAL, patch)))
+    # Level 6: BOS + "123456+123456=" + max_tokens 8 (longer than the 7-digit answer + EOS).
+    assert auto.model.tiny.max_seq_len == 23
+    by_hand = _merge(patch, {"model": {"tiny": {"max_seq_len": 23}}})
+    fixed = load_spec(_write(tmp_path, _merge(MINIMAL, by_hand)))
+    # The spec stores the number: the same digest as writing it by hand.
+    assert spec_hash(auto) == spec_hash(fixed)
+    assert RunSpec.model_validate_json(auto.model_dump_json()) == auto
+    # Padded operands: the width counts, not the level (1 + 12 + max(6, 6 + 1) = 20).
+    padded = _merge(patch, {"prompts": {"fixed_width": 5}, "generation": {"max_tokens": 6}})
+    padded.pop("curriculum")
+    assert load_spec(_write(tmp_path, _merge(MINIMAL, padded))).model.tiny.max_seq_len == 20
