@@ -24,6 +24,16 @@ from dataflywheel.config import Settings
 from dataflywheel.db import embedded, migrate
 from dataflywheel.db.session import make_engine
 
+# This process starts and stops Ray many times (each in-process flow test, each module with a
+# Ray of its own). Ray 2.60's OpenTelemetry metrics exporter of a stopped session stays
+# alive in the process and keeps exporting to its dead metrics agent: one more exporter per
+# session ("Failed to export metrics to the metrics agent", more each session, in the
+# driver's log), whose gRPC "default-executor" threads later crashed this process with a
+# segmentation fault in libc while an unrelated test ran (CI stop 23; here, 2026-12-07). A
+# `flywheel` command starts one Ray and exits with it, so users never restart Ray in one
+# process; this process does not collect Ray's metrics (the processes it starts inherit it).
+os.environ.setdefault("RAY_enable_metrics_collection", "0")
+
 TEMPLATE_DB = "flywheel_template"
 _counter = itertools.count()
 
