@@ -227,11 +227,12 @@ def test_killed_worker_node_mid_verification_the_round_completes(
     tiny_spec["rounds"] = 1
     tiny_spec.pop("warmup")  # the fault hits round 1; a warm-up round adds nothing here
     tiny_spec["prompts"]["num_prompts"] = 1400  # 4,200 train samples: five verification shards
-    spec = _spec(tmp_path, tiny_spec)
     # The head has a CPU for the generator actor (reserved here: by default it takes none)
-    # and one for other work; the second node joins once the actor lives on the head, so
-    # killing it leaves the generator alone.
+    # and one for other work, so verification shards spread to the second node; that node
+    # joins once the actor lives on the head, so killing it leaves the generator alone.
     tiny_spec["resources"] = {"generator_cpus": 1}
+    spec = _spec(tmp_path, tiny_spec)
+    assert spec.resources.generator_cpus == 1
     os.environ["FLYWHEEL_RAY_ADDRESS"] = local_cluster.start_head(num_cpus=2)
     context.reset()
     killed: dict[str, object] = {}
