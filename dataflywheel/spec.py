@@ -820,6 +820,14 @@ class ResourcesSpec(BaseModel):
         description="Memory of each GPU the run uses, in GiB; the memory plan (flywheel plan) "
         "refuses a spec whose generators or trainers cannot fit it.",
     )
+    train_in_generator: bool = Field(
+        True,
+        description="On a run that declares no GPU, generates with transformers and trains on "
+        "one worker: each peer's generator actor also builds the base model and trains the "
+        "peer's checkpoints (one warm process per peer instead of two, the same bytes). "
+        "false: training runs in a Ray task of its own, reserving train_cpus_per_worker; the "
+        "generator's model and the trainer's then live in separate processes.",
+    )
     train_placement: Literal["PACK", "SPREAD"] = Field(
         "PACK",
         description="Ray Train's placement strategy: PACK workers onto as few nodes as fit "
@@ -1187,6 +1195,7 @@ _LATER_FIELDS: dict[tuple[str, ...], Any] = {
     ("training", "checkpoint_dtype"): "auto",
     ("resources", "gpu_sharing"): "dedicated",
     ("resources", "gpu_memory_gib"): 80,
+    ("resources", "train_in_generator"): True,
     ("reproducibility",): "auto",
     ("curriculum", "gate"): "top_level",
     ("curriculum", "max_lower_drop"): None,

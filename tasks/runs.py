@@ -70,13 +70,13 @@ def _prepare_base(run_id: int, spec: RunSpec, peer: int) -> int:
         )
         if checkpoints.get_checkpoint(session, checkpoint_id).object_key is not None:
             return checkpoint_id
-    key, digest = _materialise(spec, peer)
+    key, digest = _materialise(spec, run_id, peer)
     with context.session() as session:
         checkpoints.set_checkpoint_weights(session, checkpoint_id, object_key=key, digest=digest)
     return checkpoint_id
 
 
-def _materialise(spec: RunSpec, peer: int = 0) -> tuple[str, str]:
+def _materialise(spec: RunSpec, run_id: int, peer: int = 0) -> tuple[str, str]:
     """The base weights' store key and digest; a built-in tiny model is initialised from a
     seed of its own per peer (other models are the same weights for every peer)."""
     model = spec.model
@@ -97,7 +97,7 @@ def _materialise(spec: RunSpec, peer: int = 0) -> tuple[str, str]:
     import ray
 
     from workers import bootstrap
-    from workers.driver import placement
+    from workers.driver import generator_pool, placement
 
     context.connect_ray()
     store_uri, store_options, _ = placement.store_args()
@@ -106,14 +106,21 @@ def _materialise(spec: RunSpec, peer: int = 0) -> tuple[str, str]:
     from dataflywheel.training.tiny import TinyModelConfig
 
     assert model.tiny is not None
-    tiny = TinyModelConfig(**model.tiny.model_dump())
-    return tuple(
-        ray.get(
-            bootstrap.build_base_model.remote(
-                store_uri, store_options, tiny, plan.init_seed(spec, peer)
+    tiny, seed = TinyModelConfig(**model.tiny.model_dump()), plan.init_seed(spec, peer)
+    if placement.trains_in_generator(spec):  # built where it will be trained: the peer's actor
+        threads = placement.train_threads(spec.resources)
+        return tuple(
+            generator_pool.on_peer_actor(
+                run_id,
+                spec,
+                peer,
+                context.settings(),
+                lambda actor: actor.build_base.remote(
+                    store_uri, store_options, tiny, seed, threads
+                ),
             )
         )
-    )
+    return tuple(ray.get(bootstrap.build_base_model.remote(store_uri, store_options, tiny, seed)))
 
 
 @task(name="finish_run", persist_result=False, cache_policy=NO_CACHE)

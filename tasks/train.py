@@ -7,7 +7,9 @@ file goes to the store; the trainer (``workers.trainer``: a Ray Train run whose 
 resources come from the spec's ``resources`` through ``workers.driver.placement``) fetches
 the parent weights and the mix, trains, uploads the new weights, and only then does the
 checkpoint row get its object key — no row ever points at a missing object. A checkpoint
-that already has weights is not trained again.
+that already has weights is not trained again. On a run without GPUs, with the transformers
+backend and one training worker, the peer's generator actor trains instead of a task of its
+own (``placement.trains_in_generator``: the same training, in a process already warm).
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     with its own seed); returns its checkpoint id (None when nothing was kept)."""
     import ray
 
-    from workers.driver import gpu_lease, placement
+    from workers.driver import generator_pool, gpu_lease, placement
+    from workers.trainer import TrainJob, train_distributed
     from workers.trainer import train_checkpoint as train_remote
-    from workers.trainer import train_distributed
 
     with context.session() as session:
         rnd = queries.get_round(session, round_id)
@@ -91,11 +93,16 @@ def train_checkpoint(round_id: int, dataset_id: int, peer: int = 0) -> int | Non
     released = []
     if placement.colocated(spec):  # the trainer's GPUs are the generators': take them back
         released = gpu_lease.release_generators(run_id, placement.generator_slots(spec))
-    if placement.distributed_training(spec.resources):
-        ref = train_distributed.options(**options).remote(*args, scaling)
+    if placement.trains_in_generator(spec):  # the peer's warm generator actor (hybrid engine)
+        job, threads = TrainJob(*args), placement.train_threads(spec.resources)
+        scaling = {"in_generator": True, "threads": threads}
+        outcome = generator_pool.on_peer_actor(
+            run_id, spec, peer, context.settings(), lambda actor: actor.train.remote(job, threads)
+        )
+    elif placement.distributed_training(spec.resources):
+        outcome = ray.get(train_distributed.options(**options).remote(*args, scaling))
     else:
-        ref = train_remote.options(**options).remote(*args)
-    outcome = ray.get(ref)
+        outcome = ray.get(train_remote.options(**options).remote(*args))
     faults.pause_point(context.settings(), "train", index)
     metrics = {
         **asdict(outcome.result),

@@ -19,11 +19,12 @@ from dataflywheel.store import open_store
 from dataflywheel.training.tiny import TinyModelConfig
 
 
-@ray.remote
-def build_base_model(
+def build_tiny_here(
     store_uri: str, store_options: dict[str, Any], tiny_cfg: TinyModelConfig, seed: int
 ) -> tuple[str, str]:
-    """Build the tiny Llama for ``tiny_cfg`` and ``seed``; return its (tree key, digest)."""
+    """Build the tiny Llama for ``tiny_cfg`` and ``seed`` in this process and store it;
+    return its (tree key, digest). The generator actor runs it too (``GeneratorWorker.
+    build_base``)."""
     from dataflywheel.training.tiny import build_tiny_model
 
     store = open_store(store_uri, **(store_options or {}))
@@ -31,6 +32,14 @@ def build_base_model(
         folder = build_tiny_model(tiny_cfg, Path(tmp) / "model", seed)
         ref = store.put_tree(folder)
     return ref.key, ref.digest
+
+
+@ray.remote
+def build_base_model(
+    store_uri: str, store_options: dict[str, Any], tiny_cfg: TinyModelConfig, seed: int
+) -> tuple[str, str]:
+    """:func:`build_tiny_here` as a Ray task."""
+    return build_tiny_here(store_uri, store_options, tiny_cfg, seed)
 
 
 @ray.remote

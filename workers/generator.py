@@ -20,6 +20,12 @@ stop, kills it and starts a fresh one. :meth:`GeneratorWorker.probe` is a real 1
 generation, run on a (re)started actor before it gets shards. :meth:`inject_stall` is the
 fault hook the tests use to make a real backend stop producing tokens.
 
+Hybrid engine: on a run that declares no GPUs, with the transformers backend and one training
+worker, the peer's first actor also builds the base model (:meth:`build_base`) and trains
+its checkpoints (:meth:`train`), as verl's hybrid engine keeps rollout and training in one
+worker: no other process pays the ~10 s of torch and transformers imports, and training
+starts warm from the first round (``workers.driver.placement.trains_in_generator``).
+
 Start-up: the flow creates a run's actors as the run starts (``start_generators``), before
 their first model exists; each actor imports its backend's libraries (``WARM_IMPORTS``, ~5 s
 of transformers or vLLM) on a thread of its own meanwhile, so that work overlaps the base
@@ -48,7 +54,9 @@ from dataflywheel.generation import (
 )
 from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.store import normalize_key, open_store
+from dataflywheel.torch_threads import torch_threads
 from workers.model_cache import Lease, ModelCache
+from workers.trainer import TrainJob, TrainOutcome
 
 # What each backend's first load imports (the model classes' shared base), imported on a thread
 # when the actor starts. Failures are left to the real import in load(), which reports them.
@@ -94,8 +102,9 @@ class GeneratorWorker:
         self.model_key: str | None = None
         self.dtype: str | None = None
         self.model_path: Path | None = None
-        # What the default group is doing ("idle", "loading", "generating", "probing"), since
-        # when, and the last time the backend produced a token (monotonic seconds).
+        # What the default group is doing ("idle", "loading", "generating", "probing",
+        # "training", "building"), since when, and the last time the backend produced a
+        # token (monotonic seconds).
         self._state = "idle"
         self._state_at = self._progress_at = time.monotonic()
         self._steps = 0
@@ -146,6 +155,39 @@ class GeneratorWorker:
                 self._load_seconds += time.perf_counter() - start
                 self._enter("idle")
         return self.node_id()
+
+    def train(self, job: TrainJob, threads: int) -> TrainOutcome:
+        """Hybrid engine (``workers.driver.placement.trains_in_generator``): train ``job``
+        in this process on ``threads`` torch threads, as the one-worker training task would
+        (``workers.trainer.train_here``, same inputs, same result), without a second process
+        that imports torch, transformers and TRL again. The model being served stays
+        loaded; training reads its own copy of the parent weights from the store."""
+        from workers.trainer import train_here
+
+        self._warming.join()
+        self._enter("training")
+        try:
+            with torch_threads(threads):
+                outcome = train_here(job)
+        finally:
+            self._enter("idle")
+        assert outcome is not None  # rank 0 of 1
+        return outcome
+
+    def build_base(
+        self, store_uri: str, store_options: dict[str, Any], tiny_cfg: Any, seed: int, threads: int
+    ) -> tuple[str, str]:
+        """Hybrid engine: build and store the run's tiny base model here (what the
+        ``workers.bootstrap.build_base_model`` task does); returns (tree key, digest)."""
+        from workers.bootstrap import build_tiny_here
+
+        self._warming.join()
+        self._enter("building")
+        try:
+            with torch_threads(threads):
+                return build_tiny_here(store_uri, store_options, tiny_cfg, seed)
+        finally:
+            self._enter("idle")
 
     def take_load_seconds(self) -> float:
         """Seconds spent loading models (store fetch and engine load) since the last call,
@@ -242,9 +284,10 @@ class GeneratorWorker:
 
     @ray.method(concurrency_group="health")
     def health(self) -> dict[str, Any]:
-        """What the model thread is doing (``state``: idle, loading, generating, probing),
-        for how long (``state_s``), seconds since its last token or state change
-        (``quiet_s``), and decoding steps so far. Answers while a generate call runs."""
+        """What the model thread is doing (``state``: idle, loading, generating, probing,
+        training, building), for how long (``state_s``), seconds since its last token or
+        state change (``quiet_s``), and decoding steps so far. Answers while a generate call
+        runs."""
         now = time.monotonic()
         return {
             "state": self._state,

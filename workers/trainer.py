@@ -15,9 +15,11 @@ Runs in: Ray. Two entry points, chosen by the placement module
   (measured 15–80 s of start-up on 2 cores, docs/benchmarks.md), which only pays when there
   is more than one worker.
 
-Both run :func:`train_here`. Importing this module is safe in the flow process: Ray Train's
-torch side, torch and TRL are imported inside the remote functions only, which is also why
-the flow cannot build the ``TorchTrainer`` itself.
+Both run :func:`train_here`, and so does the hybrid engine on a CPU run: the peer's
+generator actor calls it in its own process (``GeneratorWorker.train``,
+``workers.driver.placement.trains_in_generator``). Importing this module is safe in the flow
+process: Ray Train's torch side, torch and TRL are imported inside the remote functions only,
+which is also why the flow cannot build the ``TorchTrainer`` itself.
 
 Inputs and outputs are object-store keys: every worker fetches the base model tree and the
 JSONL dataset (rows ``{"prompt", "completion"}`` for SFT, ``{"prompt", "chosen",

@@ -26,7 +26,7 @@ from dataflywheel.training.tiny import TinyModelConfig
 from workers.bootstrap import build_base_model
 from workers.generator import GeneratorWorker
 from workers.model_cache import ModelCache
-from workers.trainer import TrainOutcome, train_checkpoint, train_distributed
+from workers.trainer import TrainJob, TrainOutcome, train_checkpoint, train_distributed
 
 TINY = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256)
 GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=6)
@@ -143,6 +143,46 @@ def test_train_checkpoint_stores_a_new_model(
         train_checkpoint.remote(store.uri, {}, base_key, dataset_key, config, "sft")
     )
     assert replay.model_key == outcome.model_key
+
+
+def test_a_generator_actor_builds_and_trains_as_the_tasks_do(
+    ray_local: None, store: LocalStore, base_key: str, tmp_path: Path
+) -> None:
+    # The hybrid engine (placement.trains_in_generator): a zero-CPU actor, as a run's are,
+    # serving a model, builds the base model and trains a checkpoint in its own process.
+    # Same inputs and thread count as the tasks: the same bytes; what it serves is untouched.
+    actor = GeneratorWorker.options(num_cpus=0).remote(
+        "transformers", store.uri, {}, str(tmp_path / "cache"), {"batch_size": 8}
+    )
+    try:
+        built = ray.get(actor.build_base.remote(store.uri, {}, TINY, 0, 1))
+        assert built == (base_key, digest_of_key(base_key))
+        ray.get(actor.load.remote(base_key, "float32"))
+        requests = [GenerationRequest(i, 0, 0, f"{i}+{i}=") for i in range(6)]
+        served = ray.get(actor.generate.remote(requests, GREEDY))
+        rows = [{"prompt": f"{a}+{a}=", "completion": str(2 * a)} for a in range(10)]
+        data = tmp_path / "sft.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        config = TrainConfig(
+            method="sft", mode="full", learning_rate=1e-3, batch_size=4, seed=0, max_steps=3
+        )
+        job = TrainJob(store.uri, {}, base_key, store.put_file(data).key, config, "sft")
+        in_actor: TrainOutcome = ray.get(actor.train.remote(job, 1))
+        in_task: TrainOutcome = ray.get(
+            train_checkpoint.remote(store.uri, {}, base_key, job.dataset_key, config, "sft")
+        )
+        assert in_actor.model_key == in_task.model_key != base_key
+        assert in_actor.result.threads == in_task.result.threads == 1
+        assert in_actor.result.losses == in_task.result.losses
+        assert ray.get(actor.loaded.remote()) == (base_key, "float32")
+        assert ray.get(actor.generate.remote(requests, GREEDY)) == served
+        assert ray.get(actor.health.remote())["state"] == "idle"
+        # The threads asked for, for this call only.
+        two: TrainOutcome = ray.get(actor.train.remote(job, 2))
+        assert two.result.threads == 2
+        assert ray.get(actor.train.remote(job, 1)).model_key == in_actor.model_key
+    finally:
+        ray.kill(actor)
 
 
 def test_train_checkpoint_uses_the_configured_threads(

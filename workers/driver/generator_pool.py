@@ -156,6 +156,26 @@ def start_actors(run_id: int, spec: RunSpec, backend_options: dict[str, Any], se
     return slots
 
 
+def on_peer_actor(
+    run_id: int, spec: RunSpec, peer: int, settings: Any, call: Callable[[Any], Any]
+) -> Any:
+    """``call(actor)``'s Ray result on peer ``peer``'s first generator actor (created if the
+    run has none yet: a resumed run's training or base model may come before any
+    generation). An actor that died for good (killed, or out of restarts) is replaced once
+    and the call made again; other errors are the caller's."""
+    import ray
+    from ray.exceptions import ActorDiedError
+
+    from dataflywheel.generation.engine_options import backend_options
+
+    ray_session.connect(settings)
+    options = actor_options(spec, placement.generator_index(spec, peer, 0), backend_options(spec))
+    try:
+        return ray.get(call(placement.generator(run_id, **options)))
+    except ActorDiedError:
+        return ray.get(call(placement.replace_generator(run_id, **options)))
+
+
 def run(
     gens: Sequence[Generator],
     shards: Sequence[Sequence[GenerationRequest]],

@@ -130,6 +130,36 @@ def distributed_training(resources: ResourcesSpec) -> bool:
     return resources.train_workers > 1
 
 
+def trains_in_generator(spec: RunSpec) -> bool:
+    """Whether the run's peers build their base model and train in their first generator
+    actor (``GeneratorWorker.train``, a hybrid engine) instead of in a training task: on a
+    run that declares no GPU, with the transformers backend and one training worker, unless
+    ``resources.train_in_generator`` is false.
+
+    Every process that holds a model pays ~10 CPU-seconds of torch and transformers imports
+    before its first step (docs/benchmarks.md); the generator actor has paid them already,
+    so a peer's whole round (base model, generation, training) runs in one warm process. The
+    result is the same: the same ``train_here`` on the same inputs and the same thread count
+    (:func:`train_threads`). Not where GPUs are declared (their reservations and leases are
+    per process, and vLLM's sleep mode is the way to share one), not with vLLM (its CPU engine
+    pins its threads to cores), and not with Ray Train (``train_workers`` > 1). The actor
+    reserves no CPU, so the training it runs holds no Ray reservation either: peers train
+    side by side, each on its :func:`train_threads`."""
+    return (
+        spec.resources.train_in_generator
+        and spec.generation.backend == "transformers"
+        and not spec.uses_gpus
+        and not distributed_training(spec.resources)
+    )
+
+
+def train_threads(resources: ResourcesSpec) -> int:
+    """torch threads of a one-worker training run: the CPUs the training task reserves, as
+    Ray's ``OMP_NUM_THREADS`` gives that task (at least one). ``training.num_threads``, when
+    set, applies inside either way."""
+    return max(1, int(resources.train_cpus_per_worker))
+
+
 def trainer_options(resources: ResourcesSpec) -> dict[str, Any]:
     """Ray options of the training call: the one-worker task reserves a worker's resources;
     the task that drives a Ray Train run reserves none (its workers reserve what
