@@ -76,7 +76,7 @@ def test_earlier_specs_keep_their_digest_and_new_settings_count() -> None:
         "generation": ["engine"],
         "training": ["precision", "gradient_accumulation_steps", "gradient_checkpointing",
                      "strategy", "checkpoint_dtype"],
-        "resources": ["gpu_sharing", "gpu_memory_gib"],
+        "resources": ["gpu_sharing", "gpu_memory_gib", "train_in_generator"],
     }  # fmt: skip
     for section, keys in later.items():
         for key in keys:
