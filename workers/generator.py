@@ -55,6 +55,7 @@ from dataflywheel.generation import (
 from dataflywheel.generation.prompt_format import PromptFormat
 from dataflywheel.store import normalize_key, open_store
 from dataflywheel.torch_threads import torch_threads
+from dataflywheel.training.tiny import TinyModelConfig
 from workers.model_cache import Lease, ModelCache
 from workers.trainer import TrainJob, TrainOutcome
 
@@ -175,7 +176,12 @@ class GeneratorWorker:
         return outcome
 
     def build_base(
-        self, store_uri: str, store_options: dict[str, Any], tiny_cfg: Any, seed: int, threads: int
+        self,
+        store_uri: str,
+        store_options: dict[str, Any],
+        tiny_cfg: TinyModelConfig,
+        seed: int,
+        threads: int,
     ) -> tuple[str, str]:
         """Hybrid engine: build and store the run's tiny base model here (what the
         ``workers.bootstrap.build_base_model`` task does); returns (tree key, digest)."""
