@@ -164,8 +164,10 @@ class BuiltinPromptsSpec(BaseModel):
 
     model_config = FROZEN
     kind: Literal["builtin"] = Field("builtin", description="Prompt source: builtin.")
-    family: Literal["addition", "word_problems"] = Field(
-        description="addition (n-digit a+b=) or word_problems (1-2 digit add/subtract in words)."
+    family: Literal["addition", "word_problems", "word_multiplication", "word_two_step"] = Field(
+        description="addition (n-digit a+b=); in words, for an instruction model: word_problems "
+        "(add/subtract, levels 1-3 = digits), word_multiplication (levels 1-4: 1x1, 2x1, 3x1, "
+        "2x2 digits) or word_two_step (a+b-c or a-b+c, levels 1-3 = digits)."
     )
     reversed_digits: bool = Field(False, description="addition only: write digits reversed.")
     fixed_width: Annotated[int, Field(ge=1, le=30)] | Literal["band"] | None = Field(

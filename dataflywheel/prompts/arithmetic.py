@@ -1,4 +1,4 @@
-"""Built-in synthetic prompt families: n-digit addition and small add/subtract word problems.
+"""Built-in synthetic prompt families: n-digit addition, and drawing prompts from every family.
 
 Runs in: anywhere (pure). Everything is a deterministic function of the seed passed in (the
 caller derives it from the run seed with ``spec.derive_seed``).
@@ -13,9 +13,9 @@ caller derives it from the run seed with ``spec.derive_seed``).
   (level n = the longer operand has n digits), and every sequence has the same length. In
   this format a 2-layer model learns the carry algorithm from a few hundred labels instead of
   memorising them (docs/results.md).
-* ``word_problems``: one- and two-digit addition/subtraction in words, for an instruction
-  model such as SmolLM2 (which answers ``12+7`` wrongly out of the box); difficulty = the
-  number of digits of the larger operand (1 or 2). The reply must end with ``Answer: <n>``.
+* The word-problem families (``word_problems``, ``word_multiplication``, ``word_two_step``;
+  ``prompts/word_problems.py``), for an instruction model such as SmolLM2 (which answers
+  ``12+7`` wrongly out of the box). The reply must end with ``Answer: <n>``.
 
 Train and eval never overlap: a problem's split is a pure function of its arithmetic content
 (sha256 of ``a op b``), so every seed, round and family agrees on it, and the same sum worded
@@ -24,119 +24,38 @@ differently cannot leak from train into eval.
 
 from __future__ import annotations
 
-import hashlib
 import random
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Literal
 
 from dataflywheel.prompts import Prompt
-
-Split = Literal["train", "eval"]
-
-# A tenth of every problem space is held out. Changing this (or the salt) moves problems
-# between splits, so both are versioned into every prompt's metadata.
-EVAL_PERMILLE = 100
-SPLIT_SALT = "dataflywheel.arithmetic.split.v2"
-# Levels with at most this many problems are enumerated and sampled without replacement;
-# larger ones are sampled at random and deduplicated.
-ENUMERATE_LIMIT = 50_000
-
-WORD_INSTRUCTION = "End your reply with a line of the form 'Answer: <number>'."
-_NAMES = ("Tom", "Sara", "Ali", "Mei", "Lena", "Omar", "Ravi", "Zoe")
-_ITEMS = ("apples", "marbles", "stickers", "books", "coins", "pencils", "shells", "cards")
-_ADD_TEMPLATES = (
-    "{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?",
-    "There are {a} {item} in a box and {name} puts in {b} more. How many {item} are in the box?",
+from dataflywheel.prompts.problems import (
+    ENUMERATE_LIMIT,
+    EVAL_PERMILLE,
+    SPLIT_SALT,
+    Family,
+    Layout,
+    Problem,
+    Split,
+    digit_range,
+    split_of,
 )
-_SUB_TEMPLATES = (
-    "{name} had {a} {item} and gave {b} of them away. How many {item} does {name} have left?",
-    "There are {a} {item} on a table. {name} takes {b} of them. How many {item} are left?",
-)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One arithmetic fact: ``a op b``."""
-
-    op: Literal["+", "-"]
-    a: int
-    b: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.a}{self.op}{self.b}"
-
-    @property
-    def fact(self) -> str:
-        """The fact regardless of how it is posed: ``3+5`` and ``5+3`` are one fact."""
-        if self.op == "+":
-            return f"{min(self.a, self.b)}+{max(self.a, self.b)}"
-        return self.key
-
-    def canonical(self) -> Problem:
-        return (
-            Problem(self.op, min(self.a, self.b), max(self.a, self.b)) if self.op == "+" else self
-        )
-
-    def commuted(self) -> Problem:
-        return Problem(self.op, self.b, self.a) if self.op == "+" else self
-
-    @property
-    def result(self) -> int:
-        return self.a + self.b if self.op == "+" else self.a - self.b
-
-
-def split_of(problem: Problem) -> Split:
-    """The split a problem belongs to, for every seed, family and operand order (v2: by
-    fact, so ``5+3`` cannot train a model that is evaluated on ``3+5``)."""
-    digest = hashlib.sha256(f"{SPLIT_SALT}:{problem.fact}".encode()).digest()
-    return "eval" if int.from_bytes(digest[:8], "big") % 1000 < EVAL_PERMILLE else "train"
-
-
-def _digit_range(n: int) -> range:
-    return range(0, 10) if n == 1 else range(10 ** (n - 1), 10**n)
-
-
-@dataclass(frozen=True)
-class Family:
-    """A problem family: its difficulty levels, problem space per level and rendering."""
-
-    name: str
-    min_level: int
-    max_level: int
-    level_size: Callable[[int], int]
-    enumerate_level: Callable[[int], Iterator[Problem]]
-    sample: Callable[[random.Random, int], Problem]
-    render: Callable[[Problem, random.Random, Layout], tuple[str, str]]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How a problem is written: digit order and zero padding (addition only)."""
-
-    reversed_digits: bool = False
-    fixed_width: int | None = None
-
-    def number(self, x: int, width: int | None) -> str:
-        text = str(x).zfill(width) if width else str(x)
-        return text[::-1] if self.reversed_digits else text
+from dataflywheel.prompts.word_problems import WORD_FAMILIES
 
 
 def _addition_size(n: int) -> int:
-    return len(_digit_range(n)) ** 2
+    return len(digit_range(n)) ** 2
 
 
 def _addition_all(n: int) -> Iterator[Problem]:
-    digits = _digit_range(n)
+    digits = digit_range(n)
     for a in digits:
         for b in digits:
             yield Problem("+", a, b)
 
 
 def _addition_sample(rng: random.Random, n: int) -> Problem:
-    digits = _digit_range(n)
+    digits = digit_range(n)
     return Problem("+", rng.choice(digits), rng.choice(digits))
 
 
@@ -164,47 +83,15 @@ def _padded_all(n: int) -> Iterator[Problem]:
 def _padded_sample(rng: random.Random, n: int) -> Problem:
     # Each operand's digit count is drawn on its own (the longer one has n digits), so short
     # operands next to long ones — the cases zero padding exists for — are common.
-    long, short = rng.choice(_digit_range(n)), rng.choice(_digit_range(rng.randint(1, n)))
+    long, short = rng.choice(digit_range(n)), rng.choice(digit_range(rng.randint(1, n)))
     return Problem("+", long, short) if rng.random() < 0.5 else Problem("+", short, long)
-
-
-def _word_all(n: int) -> Iterator[Problem]:
-    top = 10 if n == 1 else 100
-    for a in range(top):
-        for b in range(top):
-            if max(a, b) < 10 ** (n - 1) and n > 1:
-                continue  # the larger operand must have exactly n digits
-            yield Problem("+", a, b)
-            if a >= b:  # answers stay non-negative
-                yield Problem("-", a, b)
-
-
-@lru_cache(maxsize=8)
-def _word_size(n: int) -> int:
-    return sum(1 for _ in _word_all(n))
-
-
-def _word_sample(rng: random.Random, n: int) -> Problem:
-    raise AssertionError("word-problem levels are small enough to enumerate")  # pragma: no cover
-
-
-def _word_render(problem: Problem, rng: random.Random, layout: Layout) -> tuple[str, str]:
-    if layout != Layout():
-        raise ValueError("reversed_digits and fixed_width apply to the addition family only")
-    templates = _ADD_TEMPLATES if problem.op == "+" else _SUB_TEMPLATES
-    story = rng.choice(templates).format(
-        name=rng.choice(_NAMES), item=rng.choice(_ITEMS), a=problem.a, b=problem.b
-    )
-    return f"{story}\n{WORD_INSTRUCTION}", str(problem.result)
 
 
 FAMILIES: dict[str, Family] = {
     "addition": Family(
         "addition", 1, 30, _addition_size, _addition_all, _addition_sample, _addition_render
     ),
-    "word_problems": Family(
-        "word_problems", 1, 2, _word_size, _word_all, _word_sample, _word_render
-    ),
+    **WORD_FAMILIES,
 }
 # ``addition`` written with fixed_width: the same facts, another problem space per level.
 FIXED_WIDTH_ADDITION = Family(
@@ -360,10 +247,11 @@ def generate(
                     "op": problem.op,
                     "a": problem.a,
                     "b": problem.b,
+                    **({"op2": problem.op2, "c": problem.c} if problem.op2 else {}),
                     "reversed_digits": reversed_digits,
                     # The longest answer the problem can have; the majority-vote length
                     # filter measures answers against it without reading the label.
-                    "expected_answer_length": level + 1,
+                    "expected_answer_length": fam.longest_answer(level),
                     "split_rule": f"{SPLIT_SALT}/{EVAL_PERMILLE}permille",
                 }
                 if fixed_width:

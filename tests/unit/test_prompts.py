@@ -15,12 +15,12 @@ import pytest
 from dataflywheel.prompts import Prompt
 from dataflywheel.prompts.arithmetic import (
     EVAL_PERMILLE,
-    WORD_INSTRUCTION,
     Problem,
     generate,
     split_of,
 )
 from dataflywheel.prompts.jsonl import PromptFileError, load_jsonl
+from dataflywheel.prompts.word_problems import WORD_INSTRUCTION
 
 # --- Prompt identity -------------------------------------------------------------------------
 
@@ -226,7 +226,9 @@ def test_asking_for_more_than_exists_is_refused() -> None:
     ("family", "kwargs", "message"),
     [
         ("subtraction", {}, "unknown prompt family"),
-        ("word_problems", {"max_difficulty": 3}, "difficulty band"),
+        ("word_problems", {"max_difficulty": 4}, "difficulty band"),
+        ("word_multiplication", {"max_difficulty": 5}, "difficulty band"),
+        ("word_two_step", {"fixed_width": 3}, "fixed_width"),
         ("addition", {"min_difficulty": 3, "max_difficulty": 2}, "difficulty band"),
         ("word_problems", {"reversed_digits": True}, "reversed_digits"),
         ("addition", {"split": "test"}, "split must be"),

@@ -328,16 +328,16 @@ INVALID = {
         "evaluation.primary: per_difficulty_accuracy is a table",
     ),
     "difficulty_beyond_family": (
-        {"prompts": {"max_difficulty": 3}},
-        "prompts.max_difficulty: word_problems goes up to 2",
+        {"prompts": {"max_difficulty": 4}},
+        "prompts.max_difficulty: word_problems goes up to 3",
     ),
     "eval_level_beyond_family": (
         {"evaluation": {"max_difficulty": 5}},
-        "evaluation.max_difficulty: word_problems has levels 1-2 (got 5)",
+        "evaluation.max_difficulty: word_problems has levels 1-3 (got 5)",
     ),
     "warmup_level_zero": (
         {"warmup": {"min_difficulty": 0}},
-        "warmup.min_difficulty: word_problems has levels 1-2 (got 0)",
+        "warmup.min_difficulty: word_problems has levels 1-3 (got 0)",
     ),
     "curriculum_below_band": (
         {
