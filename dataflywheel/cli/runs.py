@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from dataflywheel.cli.common import CommandError, err, read, ready_database, settings
-from dataflywheel.cli.flow_env import flow_session
+from dataflywheel.cli.flow_env import flow_session, recover
 
 
 def run(
@@ -47,7 +47,15 @@ def resume(run_id: Annotated[int, typer.Argument(help="The run to continue.")]) 
 
     current = settings()
     ready_database(current, migrate_embedded=True)
-    spec = read(current, lambda s: queries.run_spec(s, run_id))
+    spec, status = read(
+        current, lambda s: (queries.run_spec(s, run_id), queries.get_run(s, run_id).status)
+    )
+    if status == "succeeded":  # every round is done: no Ray, no flow run, nothing written
+        recover(current)  # still the cleanup every command owes a killed one
+        err.print(f"run {run_id} already succeeded: nothing to resume")
+        print_summary(run_id)
+        print(run_id)
+        return
     with flow_session(current):
         from flows.flywheel_run import flywheel_run
 

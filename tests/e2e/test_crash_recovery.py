@@ -327,8 +327,9 @@ def test_killed_at_every_stage_then_check_replay_diff_rescore_down(
         one_model.finish()
     # Resuming the finished run changes nothing.
     before = _counts(db_url, run_id), _digests(db_url, run_id)
-    code, _, log = user.run("resume", str(run_id))
-    assert code == 0, log[-3000:]
+    code, out, log = user.run("resume", str(run_id))
+    assert code == 0 and "already succeeded: nothing to resume" in log, log[-3000:]
+    assert out.strip().splitlines()[-1] == str(run_id)
     assert (_counts(db_url, run_id), _digests(db_url, run_id)) == before
 
     # The rest of the user's recovery sequence, each step exiting 0 without a hang.
