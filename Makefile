@@ -37,9 +37,11 @@ demo: setup
 	$(BIN)/flywheel doctor
 	@run=$$($(BIN)/flywheel run $(SPEC)) && $(BIN)/flywheel report $$run
 
-## test: the whole suite, slow end-to-end tests included (what CI runs)
+## test: the whole suite, slow end-to-end tests included (what CI runs), in TEST_WORKERS
+## processes (tests that share something the machine has once run in one: tests/conftest.py)
+TEST_WORKERS ?= 2
 test: system-deps setup
-	$(BIN)/python -m pytest --durations=30
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=30
 
 ## test-fast: everything but the tests marked slow
 test-fast: system-deps setup
