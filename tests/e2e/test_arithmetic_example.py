@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.cli_support import flywheel
+from tests.conftest import server_tmp
 
 # The whole example (warm-up + 2 rounds of 2 peers) takes 4-15 min on 2 cores, by machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(45 * 60)]
@@ -17,9 +19,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(45 * 60)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_arithmetic_example_runs_and_reports(tmp_path: Path) -> None:
+def test_arithmetic_example_runs_and_reports() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_", "PREFECT_"))}
-    env["FLYWHEEL_DATA_DIR"] = str(tmp_path / "data")
+    # Outside pytest's temp root, which a pytest session starting meanwhile on this machine
+    # would make unreadable to the embedded PostgreSQL (tests/conftest.py: server_tmp).
+    root = server_tmp("fw-example-")
+    env["FLYWHEEL_DATA_DIR"] = str(root / "data")
     try:
         run = flywheel(
             "run", "examples/arithmetic-selfimprove.yaml", env=env, timeout=40 * 60, cwd=ROOT
@@ -32,6 +37,7 @@ def test_arithmetic_example_runs_and_reports(tmp_path: Path) -> None:
     finally:
         flywheel("server", "stop", env=env, timeout=60, cwd=ROOT)
         flywheel("db", "stop", env=env, timeout=60, cwd=ROOT)
+        shutil.rmtree(root, ignore_errors=True)
 
     rounds = doc["rounds"]
     spec = yaml.safe_load((ROOT / "examples/arithmetic-selfimprove.yaml").read_text())
