@@ -38,7 +38,8 @@ demo: setup
 	@run=$$($(BIN)/flywheel run $(SPEC)) && $(BIN)/flywheel report $$run
 
 ## test: the whole suite, slow end-to-end tests included (what CI runs), in TEST_WORKERS
-## processes (tests that share something the machine has once run in one: tests/conftest.py)
+## processes (a module's tests, and tests that share something the machine has once, run in
+## one: tests/conftest.py)
 TEST_WORKERS ?= 2
 test: system-deps setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=30

@@ -34,11 +34,13 @@ from dataflywheel.db.session import make_engine
 # process; this process does not collect Ray's metrics (the processes it starts inherit it).
 os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
-# `make test` runs the suite in two processes (pytest-xdist, `--dist loadgroup`). Tests of
-# these modules use something the machine has once, so each group runs in one process, one
-# test after another: a vLLM engine (two cannot start side by side on one CPU machine; seen
-# with `-n 2`: "Engine core initialization failed"), and the code sandbox's uid range (its
-# tests count every sandboxed process on the machine).
+# `make test` runs the suite in two processes (pytest-xdist, `--dist loadgroup`). A module's
+# tests run in one process, in order, as they do in one pytest process (module-scoped
+# fixtures are built once, and a test may rely on what an earlier one left in them). Tests
+# of these modules also use something the machine has once, so each group runs in one
+# process, one test after another: a vLLM engine (two cannot start side by side on one CPU
+# machine; seen with `-n 2`: "Engine core initialization failed"), and the code sandbox's
+# uid range (its tests count every sandboxed process on the machine).
 SERIAL_GROUPS = {
     "vllm": (
         "tests/integration/test_vllm_backend.py",
@@ -57,14 +59,13 @@ _GROUP_OF = {module: group for group, modules in SERIAL_GROUPS.items() for modul
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put each serial group's tests in their group, and the modules with slow tests first
-    (a module's tests stay together), so that the longest tests start while the other
-    process still has short ones to run, instead of one of them running alone at the end."""
+    """Put each test in its module's group (or its serial group), and the modules with slow
+    tests first, so that the longest tests start while the other process still has short
+    ones to run, instead of one of them running alone at the end."""
     slow_modules = set()
     for item in items:
         module = item.nodeid.split("::")[0]
-        if module in _GROUP_OF:
-            item.add_marker(pytest.mark.xdist_group(_GROUP_OF[module]))
+        item.add_marker(pytest.mark.xdist_group(_GROUP_OF.get(module, module)))
         if item.get_closest_marker("slow"):
             slow_modules.add(module)
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
