@@ -40,7 +40,9 @@ demo: setup
 ## test: the whole suite, slow end-to-end tests included (what CI runs), in TEST_WORKERS
 ## processes (a module's tests, and tests that share something the machine has once, run in
 ## one: tests/conftest.py)
-TEST_WORKERS ?= 2
+# One process with FLYWHEEL_TEST_DATABASE_URL: the workers' Prefect servers would share its
+# `prefect` database.
+TEST_WORKERS ?= $(if $(FLYWHEEL_TEST_DATABASE_URL),1,2)
 test: system-deps setup
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=30
 

@@ -1,7 +1,8 @@
 """Shared fixtures: a real PostgreSQL for the whole session, a fresh migrated database per test,
 and (on first use) one real Prefect server for the session.
 
-Runs in: the test process. With ``FLYWHEEL_TEST_DATABASE_URL`` set (an admin URL of any
+Runs in: the test process (under pytest-xdist, each of them: every worker has its own
+server and Prefect server). With ``FLYWHEEL_TEST_DATABASE_URL`` set (an admin URL of any
 Postgres server) the tests use that server; otherwise an embedded PostgreSQL is started in a
 temporary directory and stopped at the end. Each test gets its own database cloned from a
 template that Alembic migrated once, so tests never see each other's rows.
@@ -123,16 +124,21 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def template_db(pg_url: str) -> str:
-    """A database migrated to head once; per-test databases are cloned from it."""
+def template_db(pg_url: str) -> Iterator[str]:
+    """A database migrated to head once; per-test databases are cloned from it. One per test
+    process: with ``FLYWHEEL_TEST_DATABASE_URL`` the xdist workers share a server, and one
+    must not drop the template another is cloning."""
+    name = f"{TEMPLATE_DB}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
     admin = _admin_url(pg_url)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
-    engine = make_engine(_with_database(pg_url, TEMPLATE_DB))
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    engine = make_engine(_with_database(pg_url, name))
     migrate.upgrade(engine)
     engine.dispose()
-    return TEMPLATE_DB
+    yield name
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def new_database(pg_url: str, template: str | None) -> str:
