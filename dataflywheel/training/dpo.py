@@ -27,9 +27,7 @@ from dataflywheel.training.sft import (
     lora_config,
     quiet,
     render_prompts,
-    save_merged,
-    silence,
-    step_losses,
+    train_and_save,
     trainer_args,
 )
 
@@ -77,16 +75,5 @@ def train_dpo(
             processing_class=tokenizer,
             peft_config=lora_config(config),
         )
-        silence(trainer).train()
-        save_merged(trainer, tokenizer, out_dir, checkpoint_dtype(config, model_dir))
-    import torch
-
-    losses = step_losses(trainer.state.log_history)
-    return TrainResult(
-        steps=trainer.state.global_step,
-        final_loss=losses[-1] if losses else float("nan"),
-        losses=losses,
-        examples=len(examples),
-        seconds=time.perf_counter() - started,
-        threads=torch.get_num_threads(),
-    )
+        dtype = checkpoint_dtype(config, model_dir)
+        return train_and_save(trainer, tokenizer, out_dir, dtype, len(examples), started)

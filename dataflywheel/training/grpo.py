@@ -32,9 +32,7 @@ from dataflywheel.training.sft import (
     lora_config,
     quiet,
     render_prompts,
-    save_merged,
-    silence,
-    step_losses,
+    train_and_save,
 )
 
 # What each optimiser step's log says, as TRL 1.16 names it, and our name for it.
@@ -114,19 +112,6 @@ def train_grpo(
             processing_class=tokenizer,
             peft_config=lora_config(config),
         )
-        silence(trainer).train()
-        save_merged(trainer, tokenizer, out_dir, checkpoint_dtype(config, model_dir))
-    import torch
-
-    losses = step_losses(trainer.state.log_history)
-    return GrpoResult(
-        train=TrainResult(
-            steps=trainer.state.global_step,
-            final_loss=losses[-1] if losses else float("nan"),
-            losses=losses,
-            examples=len(prompts),
-            seconds=time.perf_counter() - started,
-            threads=torch.get_num_threads(),
-        ),
-        steps=step_metrics(trainer.state.log_history, names),
-    )
+        dtype = checkpoint_dtype(config, model_dir)
+        result = train_and_save(trainer, tokenizer, out_dir, dtype, len(prompts), started)
+    return GrpoResult(train=result, steps=step_metrics(trainer.state.log_history, names))

@@ -250,6 +250,26 @@ def step_losses(log_history: list[dict[str, Any]]) -> list[float]:
     return [float(entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
 
 
+def train_and_save(
+    trainer: Any, tokenizer: Any, out_dir: Path, dtype: str, examples: int, started: float
+) -> TrainResult:
+    """Train silently, save the merged model to ``out_dir`` in ``dtype``, and say what was
+    done (``started``: ``time.perf_counter()`` when loading began)."""
+    import torch
+
+    silence(trainer).train()
+    save_merged(trainer, tokenizer, out_dir, dtype)
+    losses = step_losses(trainer.state.log_history)
+    return TrainResult(
+        steps=trainer.state.global_step,
+        final_loss=losses[-1] if losses else float("nan"),
+        losses=losses,
+        examples=examples,
+        seconds=time.perf_counter() - started,
+        threads=torch.get_num_threads(),
+    )
+
+
 def check_out_dir(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -303,16 +323,5 @@ def train_sft(
             processing_class=tokenizer,
             peft_config=lora_config(config),
         )
-        silence(trainer).train()
-        save_merged(trainer, tokenizer, out_dir, checkpoint_dtype(config, model_dir))
-    import torch
-
-    losses = step_losses(trainer.state.log_history)
-    return TrainResult(
-        steps=trainer.state.global_step,
-        final_loss=losses[-1] if losses else float("nan"),
-        losses=losses,
-        examples=len(examples),
-        seconds=time.perf_counter() - started,
-        threads=torch.get_num_threads(),
-    )
+        dtype = checkpoint_dtype(config, model_dir)
+        return train_and_save(trainer, tokenizer, out_dir, dtype, len(examples), started)
