@@ -35,7 +35,7 @@ from dataflywheel.db.session import make_engine
 # process; this process does not collect Ray's metrics (the processes it starts inherit it).
 os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
-# `make test` runs the suite in two processes (pytest-xdist, `--dist loadgroup`). A module's
+# `make test TEST_WORKERS=2` runs the suite in two processes (xdist, `--dist loadgroup`). A module's
 # tests run in one process, in order, as they do in one pytest process (module-scoped
 # fixtures are built once, and a test may rely on what an earlier one left in them). Tests
 # of these modules also use something the machine has once, so each group runs in one
@@ -63,6 +63,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Put each test in its module's group (or its serial group), and the modules with slow
     tests first, so that the longest tests start while the other process still has short
     ones to run, instead of one of them running alone at the end."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: the order and grouping pytest gives
     slow_modules = set()
     for item in items:
         module = item.nodeid.split("::")[0]
